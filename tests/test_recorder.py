@@ -1,0 +1,224 @@
+"""SessionWriter / SessionReader: exact round trip, crash (kill -9) recovery, truncated tails."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from devices.base import Chunk, host_now
+from mmg_live.live.recorder import SessionError, SessionReader, SessionWriter
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _video_frames(n: int, h: int, w: int, c: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+def _write_synthetic(folder: Path, t0: float = 100.0, **kwargs) -> dict:
+    """Write 40 colour frames, 40 gray frames, 1 s of stereo audio and 60 imu samples."""
+    rng = np.random.default_rng(1)
+    color = _video_frames(40, 24, 32, 3, 2)
+    gray = _video_frames(40, 24, 32, 1, 3)
+    audio = (rng.uniform(-1, 1, (16000, 2)) * 0.9).astype(np.float32)
+    imu = rng.normal(0, 3, (60, 6)).astype(np.float32)
+    t_color = t0 + np.arange(40) / 30.0
+    t_gray = t0 + 0.01 + np.arange(40) / 30.0
+    t_audio = t0 + np.arange(16000) / 16000.0
+    t_imu = t0 + np.arange(60) / 60.0 + 1e-7 * rng.random(60)  # irregular, must round-trip exactly
+    devices = {"video": {"fps": 30, "spec": "0"}, "audio": {"rate": 16000}, "imu": {"port": "/dev/x"}}
+    w = SessionWriter(folder, devices, calibration={"imu": {"gyro_bias": [0.1, 0, 0]}}, **kwargs)
+    for i in range(0, 40, 4):
+        w.write(Chunk("video", t_color[i : i + 4], color[i : i + 4], "video"))
+        w.write(Chunk("video", t_gray[i : i + 4], gray[i : i + 4], "cam2"))
+    for i in range(0, 16000, 1024):
+        w.write(Chunk("audio", t_audio[i : i + 1024], audio[i : i + 1024]))
+    for i in range(0, 60, 7):
+        w.write(Chunk("imu", t_imu[i : i + 7], imu[i : i + 7]))
+    w.add_segment("wave", t0 + 0.2, t0 + 0.7)
+    w.update_counters("imu", bad_lines=3, dropped=1)
+    w.close()
+    return dict(color=color, gray=gray, audio=audio, imu=imu, t_color=t_color, t_gray=t_gray, t_audio=t_audio, t_imu=t_imu)
+
+
+def test_round_trip_exact(tmp_path: Path) -> None:
+    ref = _write_synthetic(tmp_path / "s")
+    names = sorted(os.listdir(tmp_path / "s"))
+    for expected in ("session.json", "audio.wav", "audio_timestamps.csv", "imu.csv", "video_timestamps.csv", "video"):
+        assert expected in names
+    meta = json.loads((tmp_path / "s" / "session.json").read_text())
+    assert meta["format_version"] == 1 and meta["closed"] is True
+    assert meta["calibration"] == {"imu": {"gyro_bias": [0.1, 0, 0]}}
+    assert meta["counters"] == {"imu": {"bad_lines": 3, "dropped": 1}}
+    assert meta["segments"] == [{"label": "wave", "t0": 100.2, "t1": 100.7}]
+    assert meta["devices"]["audio"]["rate"] == 16000
+    assert "T" in meta["wall_clock_start"] and isinstance(meta["host_monotonic_start"], float)
+    assert (tmp_path / "s" / "imu.csv").read_text().splitlines()[0] == "host_time,ax,ay,az,gx,gy,gz"
+
+    r = SessionReader(tmp_path / "s")
+    assert set(r.streams) == {"video", "cam2", "audio", "imu"}
+    v = r.read("video")
+    np.testing.assert_array_equal(v.data, ref["color"])  # FFV1 is lossless
+    np.testing.assert_array_equal(v.timestamps, ref["t_color"])
+    g = r.read("cam2")
+    assert g.data.shape == (40, 24, 32, 1)  # grayscale stays grayscale
+    np.testing.assert_array_equal(g.data, ref["gray"])
+    np.testing.assert_array_equal(g.timestamps, ref["t_gray"])
+    a = r.read("audio")
+    assert a.rate == 16000 and a.data.shape == (16000, 2)
+    assert np.max(np.abs(a.data - ref["audio"])) <= 1 / 32768 + 1e-7  # PCM-16 quantisation only
+    np.testing.assert_allclose(a.timestamps, ref["t_audio"], rtol=0, atol=1e-9)
+    assert sum(a.blocks) == 16000 and a.blocks[0] == 1024
+    i = r.read("imu")
+    assert i.data.dtype == np.float32
+    np.testing.assert_array_equal(i.data, ref["imu"])
+    np.testing.assert_array_equal(i.timestamps, ref["t_imu"])
+    rep = r.report
+    assert {k: v["samples"] for k, v in rep.items()} == {"video": 40, "cam2": 40, "audio": 16000, "imu": 60}
+    assert not any(v["truncated"] for v in rep.values())
+    assert r.closed and r.segments[0]["label"] == "wave"
+    chunks = list(r.chunks("audio"))
+    assert len(chunks) == 16 and chunks[0].modality == "audio" and chunks[0].stream == "audio"
+
+
+def test_lossy_codec_keeps_gray_shape(tmp_path: Path) -> None:
+    frames = np.tile(np.linspace(0, 255, 32, dtype=np.uint8)[None, None, :, None], (10, 24, 1, 1))
+    with SessionWriter(tmp_path / "s", video_codec="mp4v") as w:
+        w.write(Chunk("video", np.arange(10) / 30.0, frames))
+    v = SessionReader(tmp_path / "s").read("video")
+    assert v.data.shape == (10, 24, 32, 1)
+    assert np.abs(v.data.astype(int) - frames).mean() < 4
+
+
+def test_refuses_to_overwrite_and_rejects_bad_input(tmp_path: Path) -> None:
+    w = SessionWriter(tmp_path / "s")
+    with pytest.raises(FileExistsError, match="session.json"):
+        SessionWriter(tmp_path / "s")
+    w.write(Chunk("video", np.zeros(1), np.zeros((1, 4, 4, 3), np.float32), "cam"))
+    with pytest.raises(SessionError, match="video stream 'cam'.*uint8"):
+        w.flush()
+    with pytest.raises(ValueError, match="add_segment.*t0 <= t1"):
+        w.add_segment("x", 2.0, 1.0)
+    with pytest.raises(SessionError):
+        w.close()
+
+
+def test_background_flush_without_writes(tmp_path: Path) -> None:
+    w = SessionWriter(tmp_path / "s", flush_interval=0.2)
+    w.write(Chunk("imu", np.array([1.0, 2.0]), np.ones((2, 6), np.float32)))
+    deadline = time.monotonic() + 3.0
+    samples = None
+    while time.monotonic() < deadline:
+        meta = json.loads((tmp_path / "s" / "session.json").read_text())
+        samples = meta["streams"].get("imu", {}).get("samples")
+        if samples == 2 and (tmp_path / "s" / "imu.csv").read_text().count("\n") == 3:
+            break
+        time.sleep(0.05)
+    assert samples == 2
+    assert len(SessionReader(tmp_path / "s").read("imu").timestamps) == 2  # readable before close
+    w.close()
+
+
+def test_truncated_tails_are_recovered_and_reported(tmp_path: Path) -> None:
+    ref = _write_synthetic(tmp_path / "s")
+    folder = tmp_path / "s"
+    # cut imu.csv in the middle of its last line
+    raw = (folder / "imu.csv").read_bytes()
+    (folder / "imu.csv").write_bytes(raw[:-10])
+    # un-finalise the WAV header (RIFF and data sizes as a crashed writer leaves them)
+    wav = bytearray((folder / "audio.wav").read_bytes())
+    wav[4:8] = struct.pack("<I", 0)
+    pos = wav.find(b"data")
+    wav[pos + 4 : pos + 8] = struct.pack("<I", 0)
+    (folder / "audio.wav").write_bytes(bytes(wav))
+    # cut the last video segment in half
+    segs = sorted((folder / "video").iterdir())
+    segs[-1].write_bytes(segs[-1].read_bytes()[: segs[-1].stat().st_size // 2])
+
+    r = SessionReader(folder)
+    rep = r.report
+    assert rep["imu"]["truncated"] and rep["imu"]["samples"] == 59
+    np.testing.assert_array_equal(r.read("imu").data, ref["imu"][:59])
+    assert rep["audio"]["samples"] == 16000 and any("header" in n for n in rep["audio"]["notes"])
+    assert np.max(np.abs(r.read("audio").data - ref["audio"])) <= 1 / 32768 + 1e-7
+    v = r.read("video")
+    assert rep["video"]["truncated"] and 0 < len(v.data) < 40
+    np.testing.assert_array_equal(v.data, ref["color"][: len(v.data)])
+    np.testing.assert_array_equal(v.timestamps, ref["t_color"][: len(v.data)])
+    assert not rep["cam2"]["truncated"]
+
+
+_CHILD = r"""
+import sys, time, numpy as np
+from devices.base import Chunk, host_now
+from mmg_live.live.recorder import SessionWriter
+w = SessionWriter(sys.argv[1], {"audio": {"rate": 8000}, "video": {"fps": 30}})
+t0 = host_now()
+print(t0, flush=True)
+iv = ia = ii = 0
+while True:
+    el = host_now() - t0
+    while iv / 30 <= el:
+        f = np.full((1, 24, 32, 3), iv % 256, np.uint8)
+        w.write(Chunk("video", np.array([t0 + iv / 30]), f)); iv += 1
+    while (ia + 80) / 8000 <= el:
+        idx = np.arange(ia, ia + 80)
+        w.write(Chunk("audio", t0 + idx / 8000, (np.sin(idx * 0.01) * 0.5).astype(np.float32)[:, None])); ia += 80
+    while ii / 50 <= el:
+        w.write(Chunk("imu", np.array([t0 + ii / 50]), np.full((1, 6), ii * 0.25, np.float32))); ii += 1
+    time.sleep(0.004)
+"""
+
+
+def test_kill9_recovers_everything_older_than_one_second(tmp_path: Path) -> None:
+    folder = tmp_path / "crash"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(folder)], stdout=subprocess.PIPE, env=env, cwd=REPO)
+    try:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        assert sel.select(timeout=20), "recording child did not start within 20 s"
+        t0 = float(proc.stdout.readline())
+        time.sleep(max(0.0, t0 + 2.5 - host_now()))
+        t_kill = host_now()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    r = SessionReader(folder)
+    assert not r.closed
+    rep = r.report
+    limit = t_kill - 1.0
+
+    v = r.read("video")
+    n_old = int(np.floor((limit - t0) * 30)) + 1  # frames with t <= limit
+    assert len(v.timestamps) >= n_old, rep
+    np.testing.assert_allclose(v.timestamps, t0 + np.arange(len(v.timestamps)) / 30, rtol=0, atol=1e-9)
+    assert np.array_equal(v.data[:, 0, 0, 0], np.arange(len(v.data)) % 256)
+    assert (v.data == v.data[:, :1, :1, :1]).all()  # every pixel of frame k is k % 256
+
+    a = r.read("audio")
+    assert len(a.timestamps) >= int((limit - t0) * 8000), rep
+    idx = np.arange(len(a.data))
+    np.testing.assert_allclose(a.timestamps, t0 + idx / 8000, rtol=0, atol=1e-9)
+    assert np.max(np.abs(a.data[:, 0] - np.sin(idx * 0.01) * 0.5)) <= 1 / 32768 + 1e-7
+
+    i = r.read("imu")
+    assert len(i.timestamps) >= int(np.floor((limit - t0) * 50)) + 1, rep
+    np.testing.assert_allclose(i.timestamps, t0 + np.arange(len(i.data)) / 50, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(i.data[:, 3], np.arange(len(i.data)) * 0.25)
