@@ -1,0 +1,389 @@
+"""One spec and ONE preprocessing per modality, shared by the trainer and the live engine.
+
+Every function here sees a single time window of raw samples with their timestamps, never a
+whole trial, so what training computes is exactly what live inference can compute:
+
+* video: ``[N, H, W, C]`` uint8 frames (C = 1 grayscale/depth or 3 RGB) → ``[C, T, S, S]`` float
+  (T frames sampled uniformly over the window, short side resized to S, centre crop, normalised);
+* audio: ``[N]`` or ``[N, C]`` float waveform at any rate → 16 kHz → 128-bin log-mel
+  (``torchaudio.compliance.kaldi.fbank``) ``[F, 128]``, normalised;
+* imu: ``[N, 6]`` accel x,y,z then gyro x,y,z in declared units → model rate, model units
+  (g, deg/s) → ``[6, R]`` normalised.
+
+Windows are half-open time intervals ``(t0, t1]`` in the same clock as the timestamps. Parts of
+the window that the samples do not cover are filled by edge replication (video, imu) or
+silence (audio); a window covered less than ``min_coverage`` is an error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MODALITY_NAMES: tuple[str, ...] = ("video", "audio", "imu")
+
+G = 9.80665  # m/s^2 per g
+ACCEL_UNITS = {"g": 1.0, "m/s2": 1.0 / G, "m/s^2": 1.0 / G}
+GYRO_UNITS = {"deg/s": 1.0, "rad/s": 180.0 / math.pi}
+
+
+class PreprocessError(ValueError):
+    """Raw input a modality cannot turn into a model tensor; the message says what and why."""
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """Video clip geometry and normalisation.
+
+    ``color`` is ``"gray"`` (1 channel: grayscale or depth rendered to 8 bit) or ``"rgb"``.
+    ``mean``/``std`` apply to pixels scaled to [0, 1].
+    """
+
+    frames: int = 16
+    size: int = 64
+    color: str = "gray"
+    window_s: float = 3.0
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.25,)
+    min_coverage: float = 0.25
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.channels, self.frames, self.size, self.size)
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    """Log-mel filterbank front end (Kaldi-compatible, as in AST)."""
+
+    sample_rate: int = 16000
+    n_mels: int = 128
+    frame_shift_ms: float = 10.0
+    frame_length_ms: float = 25.0
+    window_s: float = 1.0
+    mean: float = -4.27
+    std: float = 4.57
+    min_coverage: float = 0.1
+
+    @property
+    def num_frames(self) -> int:
+        return int(round(self.window_s * 1000.0 / self.frame_shift_ms))
+
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.num_frames, self.n_mels)
+
+
+@dataclass(frozen=True)
+class ImuSpec:
+    """Accel + gyro at a fixed model rate, in g and deg/s, normalised per channel."""
+
+    rate: float = 50.0
+    window_s: float = 3.0
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0, 100.0, 100.0, 100.0)
+    min_coverage: float = 0.25
+
+    channels: int = field(default=6, init=False)
+
+    @property
+    def num_samples(self) -> int:
+        return int(round(self.window_s * self.rate))
+
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.channels, self.num_samples)
+
+
+Spec = VideoSpec | AudioSpec | ImuSpec
+_SPEC_TYPES: dict[str, type] = {"video": VideoSpec, "audio": AudioSpec, "imu": ImuSpec}
+
+
+def spec_to_dict(spec: Spec) -> dict[str, Any]:
+    """JSON-ready dict of a spec (tuples become lists)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(spec).items() if k != "channels"}
+
+
+def spec_from_dict(modality: str, values: Mapping[str, Any]) -> Spec:
+    """Rebuild a spec from :func:`spec_to_dict` output; unknown keys are an error."""
+    if modality not in _SPEC_TYPES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITY_NAMES}")
+    cls = _SPEC_TYPES[modality]
+    allowed = {f.name for f in fields(cls) if f.init}
+    unknown = set(values) - allowed
+    if unknown:
+        raise ValueError(f"{modality} spec: unknown keys {sorted(unknown)}")
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
+    spec = cls(**kwargs)
+    _validate_spec(modality, spec)
+    return spec
+
+
+def _validate_spec(modality: str, spec: Spec) -> None:
+    if isinstance(spec, VideoSpec):
+        if spec.color not in ("gray", "rgb"):
+            raise ValueError(f"video spec: color must be 'gray' or 'rgb', got {spec.color!r}")
+        if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
+            raise ValueError(f"video spec: mean/std need {spec.channels} values for color={spec.color!r}")
+    if isinstance(spec, ImuSpec) and (len(spec.mean) != 6 or len(spec.std) != 6):
+        raise ValueError("imu spec: mean/std need 6 values (accel xyz, gyro xyz)")
+    if spec.window_s <= 0:
+        raise ValueError(f"{modality} spec: window_s must be positive")
+
+
+def default_window(timestamps: np.ndarray, window_s: float) -> tuple[float, float]:
+    """The newest window ``(t_last - window_s, t_last]`` — what the live engine asks for."""
+    t1 = float(timestamps[-1])
+    return (t1 - window_s, t1)
+
+
+def _check_common(modality: str, data: np.ndarray, timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    data = np.asarray(data)
+    timestamps = np.asarray(timestamps, dtype=np.float64)
+    if data.ndim == 0 or len(data) == 0:
+        raise PreprocessError(f"{modality}: no samples")
+    if timestamps.ndim != 1 or len(timestamps) != len(data):
+        raise PreprocessError(f"{modality}: {len(timestamps)} timestamps for {len(data)} samples")
+    if not np.all(np.isfinite(timestamps)):
+        raise PreprocessError(f"{modality}: timestamps contain NaN or inf")
+    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise PreprocessError(f"{modality}: {bad} NaN/inf values in the input")
+    return data, timestamps
+
+
+def _coverage(modality: str, timestamps: np.ndarray, window: tuple[float, float], rate: float,
+              min_coverage: float) -> tuple[int, int]:
+    """Index range of samples inside the window; raises when they cover too little of it."""
+    t0, t1 = window
+    if t1 <= t0:
+        raise PreprocessError(f"{modality}: empty window ({t0}, {t1}]")
+    lo = int(np.searchsorted(timestamps, t0, side="right"))
+    hi = int(np.searchsorted(timestamps, t1, side="right"))
+    n_inside = hi - lo
+    covered = min(1.0, n_inside / max(rate * (t1 - t0), 1e-9)) if rate > 0 else 0.0
+    if n_inside == 0 or covered + 1e-9 < min_coverage:
+        raise PreprocessError(
+            f"{modality}: input too short: {n_inside} samples cover {covered:.0%} of the "
+            f"{t1 - t0:.2f} s window (need {min_coverage:.0%})"
+        )
+    return lo, hi
+
+
+def _estimate_rate(timestamps: np.ndarray) -> float:
+    if len(timestamps) < 2:
+        return 0.0
+    span = float(timestamps[-1] - timestamps[0])
+    return (len(timestamps) - 1) / span if span > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------- video
+
+def _frames_to_float(frames: np.ndarray, spec: VideoSpec) -> torch.Tensor:
+    """uint8 ``[T,H,W,C]`` → float ``[T,C,H,W]`` in [0,1], converted to the spec's colour."""
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3):
+        raise PreprocessError(
+            f"video: expected frames [N,H,W,1] or [N,H,W,3], got shape {tuple(frames.shape)}"
+        )
+    if frames.dtype != np.uint8:
+        raise PreprocessError(f"video: expected uint8 frames, got {frames.dtype}")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    if spec.channels == 1 and x.shape[1] == 3:
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        x = (x * weights).sum(dim=1, keepdim=True)
+    elif spec.channels == 3 and x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x
+
+
+def preprocess_video(frames: np.ndarray, timestamps: np.ndarray, spec: VideoSpec,
+                     window: tuple[float, float] | None = None) -> torch.Tensor:
+    """Frames of one window → ``[C, T, S, S]`` float tensor (see module docstring)."""
+    frames, timestamps = _check_common("video", frames, timestamps)
+    window = window or default_window(timestamps, spec.window_s)
+    rate = _estimate_rate(timestamps) or spec.frames / spec.window_s
+    lo, hi = _coverage("video", timestamps, window, rate, spec.min_coverage)
+    t0, t1 = window
+    centres = t0 + (np.arange(spec.frames) + 0.5) * (t1 - t0) / spec.frames
+    ts_in = timestamps[lo:hi]
+    idx = np.clip(np.searchsorted(ts_in, centres), 1, max(len(ts_in) - 1, 1))
+    if len(ts_in) > 1:
+        left_closer = (centres - ts_in[idx - 1]) <= (ts_in[idx] - centres)
+        idx = np.where(left_closer, idx - 1, idx)
+    else:
+        idx = np.zeros_like(idx)
+    x = _frames_to_float(frames[lo:hi][idx], spec)
+    h, w = x.shape[-2:]
+    scale = spec.size / min(h, w)
+    new_h, new_w = max(spec.size, round(h * scale)), max(spec.size, round(w * scale))
+    if (new_h, new_w) != (h, w):
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (new_h - spec.size) // 2, (new_w - spec.size) // 2
+    x = x[..., top:top + spec.size, left:left + spec.size]
+    mean = torch.tensor(spec.mean, dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype).view(1, -1, 1, 1)
+    x = (x - mean) / std
+    return x.permute(1, 0, 2, 3).contiguous()
+
+
+# ---------------------------------------------------------------------------------------- audio
+
+def _window_waveform(wave: np.ndarray, timestamps: np.ndarray, window: tuple[float, float],
+                     rate: float) -> np.ndarray:
+    """Samples inside the window placed on a silent canvas by their timestamps."""
+    t0, t1 = window
+    n_out = int(round((t1 - t0) * rate))
+    canvas = np.zeros(n_out, dtype=np.float32)
+    lo = int(np.searchsorted(timestamps, t0, side="right"))
+    hi = int(np.searchsorted(timestamps, t1, side="right"))
+    if hi <= lo:
+        return canvas
+    start = int(round((timestamps[lo] - t0) * rate)) - 1
+    start = min(max(start, 0), n_out)
+    piece = wave[lo:hi][: n_out - start]
+    canvas[start:start + len(piece)] = piece
+    return canvas
+
+
+def preprocess_audio(wave: np.ndarray, timestamps: np.ndarray, spec: AudioSpec,
+                     window: tuple[float, float] | None = None,
+                     sample_rate: float | None = None) -> torch.Tensor:
+    """Waveform of one window at any rate → normalised log-mel ``[F, n_mels]``.
+
+    ``sample_rate`` is the input's rate; when omitted it is estimated from the timestamps.
+    """
+    from torchaudio.compliance import kaldi
+    import torchaudio.functional as AF
+
+    wave, timestamps = _check_common("audio", wave, timestamps)
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1)
+    elif wave.ndim != 1:
+        raise PreprocessError(f"audio: expected [N] or [N,channels], got shape {tuple(wave.shape)}")
+    if not np.issubdtype(wave.dtype, np.floating):
+        raise PreprocessError(f"audio: expected float samples in [-1,1], got {wave.dtype}")
+    rate = float(sample_rate) if sample_rate else _estimate_rate(timestamps)
+    if rate <= 0:
+        raise PreprocessError("audio: cannot tell the sample rate (pass sample_rate=)")
+    window = window or default_window(timestamps, spec.window_s)
+    _coverage("audio", timestamps, window, rate, spec.min_coverage)
+    canvas = _window_waveform(wave.astype(np.float32, copy=False), timestamps, window, rate)
+    x = torch.from_numpy(canvas)
+    in_rate = int(round(rate))
+    if in_rate != spec.sample_rate:
+        x = AF.resample(x, in_rate, spec.sample_rate)
+    frame_len = int(spec.sample_rate * spec.frame_length_ms / 1000)
+    if x.numel() < frame_len:
+        raise PreprocessError(f"audio: window shorter than one {spec.frame_length_ms} ms frame")
+    fbank = kaldi.fbank(
+        x.unsqueeze(0), sample_frequency=spec.sample_rate, num_mel_bins=spec.n_mels,
+        frame_shift=spec.frame_shift_ms, frame_length=spec.frame_length_ms,
+        htk_compat=True, window_type="hanning", use_energy=False, dither=0.0,
+    )
+    target = spec.num_frames
+    if fbank.shape[0] < target:
+        fbank = F.pad(fbank, (0, 0, 0, target - fbank.shape[0]), value=float(fbank.min()))
+    fbank = fbank[:target]
+    return ((fbank - spec.mean) / (2.0 * spec.std)).contiguous()
+
+
+# ------------------------------------------------------------------------------------------ imu
+
+def preprocess_imu(samples: np.ndarray, timestamps: np.ndarray, spec: ImuSpec,
+                   window: tuple[float, float] | None = None,
+                   accel_unit: str = "g", gyro_unit: str = "deg/s") -> torch.Tensor:
+    """Accel+gyro samples of one window at any rate → ``[6, R]`` at the model rate, normalised."""
+    samples, timestamps = _check_common("imu", samples, timestamps)
+    if samples.ndim != 2 or samples.shape[1] != 6:
+        raise PreprocessError(
+            f"imu: expected [N,6] (accel x,y,z, gyro x,y,z), got shape {tuple(samples.shape)}"
+        )
+    if accel_unit not in ACCEL_UNITS:
+        raise PreprocessError(f"imu: unknown accel unit {accel_unit!r}; use one of {list(ACCEL_UNITS)}")
+    if gyro_unit not in GYRO_UNITS:
+        raise PreprocessError(f"imu: unknown gyro unit {gyro_unit!r}; use one of {list(GYRO_UNITS)}")
+    window = window or default_window(timestamps, spec.window_s)
+    in_rate = _estimate_rate(timestamps) or spec.rate
+    lo, hi = _coverage("imu", timestamps, window, in_rate, spec.min_coverage)
+    # Keep one neighbour on each side so interpolation at the window edges is exact.
+    lo, hi = max(lo - 1, 0), min(hi + 1, len(timestamps))
+    ts, x = timestamps[lo:hi], samples[lo:hi].astype(np.float64)
+    factor = int(round(in_rate / spec.rate))
+    if factor >= 2:
+        from scipy.ndimage import uniform_filter1d
+
+        # Box anti-alias filter before decimating (odd length: no delay); edges replicate.
+        x = uniform_filter1d(x, size=factor | 1, axis=0, mode="nearest")  # odd: zero phase
+    t0, t1 = window
+    grid = t0 + (np.arange(spec.num_samples) + 0.5) * (t1 - t0) / spec.num_samples
+    out = np.stack([np.interp(grid, ts, x[:, c]) for c in range(6)], axis=0)
+    out[:3] *= ACCEL_UNITS[accel_unit]
+    out[3:] *= GYRO_UNITS[gyro_unit]
+    mean = np.asarray(spec.mean)[:, None]
+    std = np.asarray(spec.std)[:, None]
+    return torch.from_numpy(((out - mean) / std).astype(np.float32))
+
+
+# ------------------------------------------------------------------------------------- dispatch
+
+@dataclass(frozen=True)
+class ModalitySpecs:
+    """The spec of each modality a model consumes."""
+
+    video: VideoSpec = VideoSpec()
+    audio: AudioSpec = AudioSpec()
+    imu: ImuSpec = ImuSpec()
+
+    def __getitem__(self, modality: str) -> Spec:
+        if modality not in MODALITY_NAMES:
+            raise KeyError(f"unknown modality {modality!r}; expected one of {MODALITY_NAMES}")
+        return getattr(self, modality)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {m: spec_to_dict(self[m]) for m in MODALITY_NAMES}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Mapping[str, Any]]) -> "ModalitySpecs":
+        return cls(**{m: spec_from_dict(m, v) for m, v in values.items()})
+
+    def with_stats(self, modality: str, mean: Any, std: Any) -> "ModalitySpecs":
+        """A copy with new normalisation statistics for one modality."""
+        spec = self[modality]
+        if isinstance(spec, AudioSpec):
+            new = replace(spec, mean=float(mean), std=float(std))
+        else:
+            new = replace(spec, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
+        return replace(self, **{modality: new})
+
+    @property
+    def max_window_s(self) -> float:
+        return max(self[m].window_s for m in MODALITY_NAMES)
+
+
+def preprocess(modality: str, data: np.ndarray, timestamps: np.ndarray, specs: ModalitySpecs,
+               window: tuple[float, float] | None = None, **options: Any) -> torch.Tensor:
+    """The one entry point: raw window of ``modality`` → model tensor.
+
+    ``window`` defaults to the newest ``spec.window_s`` seconds. For a window ending at ``t1``
+    that serves several modalities, each modality uses its own length:
+    ``(t1 - spec.window_s, t1]`` (see :func:`modality_window`).
+    """
+    spec = specs[modality]
+    if modality == "video":
+        return preprocess_video(data, timestamps, spec, window)
+    if modality == "audio":
+        return preprocess_audio(data, timestamps, spec, window, **options)
+    return preprocess_imu(data, timestamps, spec, window, **options)
+
+
+def modality_window(specs: ModalitySpecs, modality: str, t_end: float) -> tuple[float, float]:
+    """The window a modality reads when the shared window ends at ``t_end``."""
+    return (t_end - specs[modality].window_s, t_end)

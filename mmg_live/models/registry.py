@@ -1,0 +1,155 @@
+"""Named model configs (``paper``, ``lite``, ...) and the encoder builders they refer to.
+
+A config is plain data (JSON round-trippable) so a checkpoint can rebuild its model exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from mmg_live.modalities import MODALITY_NAMES, AudioSpec, ImuSpec, ModalitySpecs, VideoSpec
+
+# ------------------------------------------------------------------------------ encoder builders
+
+EncoderBuilder = Callable[..., nn.Module]
+ENCODERS: dict[str, EncoderBuilder] = {}
+
+
+def register_encoder(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
+    """Decorator: make an encoder builder available to configs under ``name``."""
+    def wrap(fn: EncoderBuilder) -> EncoderBuilder:
+        ENCODERS[name] = fn
+        return fn
+    return wrap
+
+
+@register_encoder("mvit_b_16x4")
+def _mvit(spec: VideoSpec, **kwargs: Any) -> nn.Module:
+    from mmg_live.models.video import MViTVideoEncoder
+    return MViTVideoEncoder(channels=spec.channels, frames=spec.frames, size=spec.size, **kwargs)
+
+
+@register_encoder("small_3dcnn")
+def _small_cnn(spec: VideoSpec, **kwargs: Any) -> nn.Module:
+    from mmg_live.models.video import Small3DCNN
+    if "widths" in kwargs:
+        kwargs["widths"] = tuple(kwargs["widths"])
+    return Small3DCNN(channels=spec.channels, **kwargs)
+
+
+@register_encoder("ast")
+def _ast(spec: AudioSpec, **kwargs: Any) -> nn.Module:
+    from mmg_live.models.audio import ASTEncoder
+    if "stride" in kwargs:
+        kwargs["stride"] = tuple(kwargs["stride"])
+    return ASTEncoder(num_frames=spec.num_frames, n_mels=spec.n_mels, **kwargs)
+
+
+@register_encoder("imu_transformer")
+def _imu(spec: ImuSpec, **kwargs: Any) -> nn.Module:
+    from mmg_live.models.imu import IMUTransformer
+    return IMUTransformer(num_samples=spec.num_samples, channels=spec.channels, **kwargs)
+
+
+def build_encoder(kind: str, spec: Any, **kwargs: Any) -> nn.Module:
+    if kind not in ENCODERS:
+        raise ValueError(f"unknown encoder {kind!r}; expected one of {sorted(ENCODERS)}")
+    return ENCODERS[kind](spec, **kwargs)
+
+
+# ------------------------------------------------------------------------------------- configs
+
+@dataclass
+class MMGConfig:
+    """Everything needed to build an :class:`~mmg_live.models.mmg.MMGModel` (minus class names)."""
+
+    name: str
+    specs: ModalitySpecs
+    encoders: dict[str, dict[str, Any]]
+    fusion: dict[str, Any]
+    embed_dim: int = 128
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "specs": self.specs.to_dict(), "encoders": copy.deepcopy(self.encoders),
+            "fusion": dict(self.fusion), "embed_dim": self.embed_dim, "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "MMGConfig":
+        missing = {"name", "specs", "encoders", "fusion"} - set(values)
+        if missing:
+            raise ValueError(f"model config: missing keys {sorted(missing)}")
+        encoders = values["encoders"]
+        unknown = set(encoders) - set(MODALITY_NAMES)
+        if unknown:
+            raise ValueError(f"model config: unknown modalities {sorted(unknown)}")
+        return cls(
+            name=values["name"], specs=ModalitySpecs.from_dict(values["specs"]),
+            encoders=copy.deepcopy(encoders), fusion=dict(values["fusion"]),
+            embed_dim=int(values.get("embed_dim", 128)), extra=dict(values.get("extra", {})),
+        )
+
+
+CONFIGS: dict[str, Callable[[], MMGConfig]] = {}
+
+
+def register_config(fn: Callable[[], MMGConfig]) -> Callable[[], MMGConfig]:
+    """Decorator: register a config factory under the name of the config it returns."""
+    CONFIGS[fn().name] = fn
+    return fn
+
+
+def get_config(name: str) -> MMGConfig:
+    """A fresh copy of a named config."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown model config {name!r}; available: {sorted(CONFIGS)}")
+    return CONFIGS[name]()
+
+
+@register_config
+def paper() -> MMGConfig:
+    """The MMG-Ego4D encoders: MViT-B 16x4 (224²), AST-Base, a 15.5 M-param IMU transformer."""
+    specs = ModalitySpecs(
+        video=VideoSpec(frames=16, size=224, color="rgb", window_s=16 * 4 / 30.0,
+                        mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225)),
+        audio=AudioSpec(window_s=10.24),
+        imu=ImuSpec(rate=200.0, window_s=5.0),
+    )
+    return MMGConfig(
+        name="paper", specs=specs,
+        encoders={
+            "video": {"kind": "mvit_b_16x4"},
+            "audio": {"kind": "ast", "patch": 16, "stride": [10, 16], "dim": 768, "depth": 12, "heads": 12},
+            "imu": {"kind": "imu_transformer", "patch": 6, "dim": 512, "depth": 5, "heads": 8},
+        },
+        fusion={"kind": "attention", "dim": 768, "depth": 2, "heads": 12},
+        embed_dim=256,
+    )
+
+
+@register_config
+def lite() -> MMGConfig:
+    """Real time on 2 CPU cores: small 3-D CNN on 16×64² gray clips, small AST and IMU transformers."""
+    specs = ModalitySpecs(
+        video=VideoSpec(frames=16, size=64, color="gray", window_s=3.0),
+        audio=AudioSpec(window_s=1.0),
+        imu=ImuSpec(rate=50.0, window_s=3.0),
+    )
+    return MMGConfig(
+        name="lite", specs=specs,
+        encoders={
+            "video": {"kind": "small_3dcnn", "widths": [24, 48, 96, 160], "dropout": 0.2},
+            "audio": {"kind": "ast", "patch": 16, "stride": [16, 10], "dim": 192, "depth": 4, "heads": 3,
+                      "dropout": 0.1},
+            "imu": {"kind": "imu_transformer", "patch": 10, "dim": 128, "depth": 3, "heads": 4,
+                    "dropout": 0.1},
+        },
+        fusion={"kind": "attention", "dim": 128, "depth": 2, "heads": 4, "dropout": 0.1},
+        embed_dim=128,
+    )

@@ -1,0 +1,67 @@
+"""Video encoders: MViT-B (pytorchvideo, the paper's) and a small 3-D CNN for CPUs.
+
+Both take ``[B, C, T, H, W]`` and return ``(tokens [B, N, dim], pooled [B, dim])``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MViTVideoEncoder(nn.Module):
+    """pytorchvideo's MViT-B 16x4 (built untrained), without its classification head."""
+
+    def __init__(self, channels: int = 3, frames: int = 16, size: int = 224) -> None:
+        super().__init__()
+        from pytorchvideo.models.hub.vision_transformers import mvit_base_16x4
+
+        self.mvit = mvit_base_16x4(
+            pretrained=False, input_channels=channels, temporal_size=frames,
+            spatial_size=size, head=None,
+        )
+        self.dim = 768
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.mvit(x)  # [B, 1 + N, 768], already layer-normed
+        return tokens[:, 1:], tokens[:, 0]
+
+
+def _conv_bn(c_in: int, c_out: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> nn.Sequential:
+    padding = tuple(k // 2 for k in kernel)
+    return nn.Sequential(
+        nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm3d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Small3DCNN(nn.Module):
+    """A compact 3-D CNN (the ``lite`` video encoder, chosen by measurement on depth clips).
+
+    Four stages, each a strided conv followed by a stride-1 conv; the last feature map's
+    positions are the tokens.
+    """
+
+    def __init__(self, channels: int = 1, widths: tuple[int, ...] = (24, 48, 96, 160),
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        strides = [(1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 2, 2)]
+        layers: list[nn.Module] = []
+        c_in = channels
+        for i, (width, stride) in enumerate(zip(widths, strides)):
+            kernel = (3, 5, 5) if i == 0 else (3, 3, 3)
+            layers.append(_conv_bn(c_in, width, kernel, stride))
+            if i > 0:
+                layers.append(_conv_bn(width, width, (3, 3, 3), (1, 1, 1)))
+            c_in = width
+        self.features = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(c_in)
+        self.dropout = nn.Dropout(dropout)
+        self.dim = c_in
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmap = self.features(x)  # [B, D, T', H', W']
+        tokens = self.norm(fmap.flatten(2).transpose(1, 2))
+        pooled = self.dropout(tokens.mean(dim=1))
+        return tokens, pooled
