@@ -47,7 +47,7 @@ def _weights_digest(state: dict[str, torch.Tensor]) -> str:
         tensor = state[key].detach().cpu().contiguous()
         digest.update(key.encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 

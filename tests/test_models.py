@@ -1,0 +1,164 @@
+"""MMGModel: any modality subset, per-sample masks, absent data never leaks, paper sizes."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from mmg_live.modalities import MODALITY_NAMES
+from mmg_live.models.mmg import MMGModel, build_model, select_device
+from mmg_live.models.profile import count_params, fvcore_gflops
+from mmg_live.models.registry import MMGConfig, get_config
+
+CLASSES = [f"class{i}" for i in range(5)]
+SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(MODALITY_NAMES, r)]
+
+
+def _inputs(model: MMGModel, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    specs = model.config.specs
+    return {m: torch.randn(batch, *specs[m].output_shape(), generator=gen) for m in model.modalities}
+
+
+@pytest.fixture(scope="module")
+def lite_model() -> MMGModel:
+    torch.manual_seed(0)
+    return build_model("lite", CLASSES).eval()
+
+
+@pytest.fixture(scope="module")
+def paper_model() -> MMGModel:
+    torch.manual_seed(0)
+    return build_model("paper", CLASSES).eval()
+
+
+@pytest.mark.parametrize("name", ["lite", "paper"])
+def test_all_seven_subsets_forward(name, request):
+    model = request.getfixturevalue(f"{name}_model")
+    batch = 2 if name == "lite" else 1
+    full = _inputs(model, batch)
+    assert len(SUBSETS) == 7
+    d = model.config.embed_dim
+    with torch.inference_mode():
+        for subset in SUBSETS:
+            out = model({m: full[m] for m in subset})
+            assert out.fused.shape == (batch, d)
+            assert out.logits.shape == (batch, len(CLASSES))
+            assert set(out.embeddings) == set(subset)
+            for m in subset:
+                assert out.embeddings[m].shape == (batch, d)
+                assert out.unimodal_logits[m].shape == (batch, len(CLASSES))
+            assert torch.isfinite(out.fused).all() and torch.isfinite(out.logits).all()
+
+
+@pytest.mark.parametrize("fusion", ["attention", "mlp"])
+def test_mixed_subset_batch_equals_one_by_one(fusion):
+    config = get_config("lite")
+    config.fusion = {"kind": fusion, "dim": 64} if fusion == "mlp" else config.fusion
+    torch.manual_seed(1)
+    model = MMGModel(config, CLASSES).eval()
+    batch = len(SUBSETS)
+    inputs = _inputs(model, batch, seed=3)
+    present = {m: torch.tensor([m in s for s in SUBSETS]) for m in MODALITY_NAMES}
+    with torch.inference_mode():
+        mixed = model(inputs, present)
+        for i, subset in enumerate(SUBSETS):
+            single = model({m: inputs[m][i:i + 1] for m in subset})
+            torch.testing.assert_close(mixed.fused[i:i + 1], single.fused, atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(mixed.logits[i:i + 1], single.logits, atol=2e-5, rtol=1e-4)
+            for m in subset:
+                torch.testing.assert_close(mixed.embeddings[m][i:i + 1], single.embeddings[m], atol=2e-5, rtol=1e-4)
+            for m in set(MODALITY_NAMES) - set(subset):
+                assert not bool(mixed.present[m][i])
+                assert float(mixed.embeddings[m][i].abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("fusion", ["attention", "mlp"])
+def test_absent_modality_data_does_not_change_output(lite_model, fusion):
+    model = lite_model
+    if fusion == "mlp":
+        config = get_config("lite")
+        config.fusion = {"kind": "mlp", "dim": 64}
+        model = MMGModel(config, CLASSES).eval()
+    inputs = _inputs(model, 3)
+    present = {"video": torch.tensor([True, False, True]), "imu": torch.ones(3, dtype=torch.bool),
+               "audio": torch.tensor([False, False, True])}
+    with torch.inference_mode():
+        before = model(inputs, present)
+        changed = dict(inputs)
+        changed["video"] = inputs["video"].clone()
+        changed["video"][1] = torch.randn_like(changed["video"][1]) * 100
+        changed["audio"] = inputs["audio"].clone()
+        changed["audio"][:2] = 1e6
+        after = model(changed, present)
+    torch.testing.assert_close(before.fused[:2], after.fused[:2], atol=0, rtol=0)
+    torch.testing.assert_close(before.logits[:2], after.logits[:2], atol=0, rtol=0)
+
+
+def test_missing_modality_changes_output(lite_model):
+    """Sanity: the fusion does use a present modality (the above test could not pass vacuously)."""
+    inputs = _inputs(lite_model, 1)
+    with torch.inference_mode():
+        both = lite_model({"video": inputs["video"], "imu": inputs["imu"]}).fused
+        imu_only = lite_model({"imu": inputs["imu"]}).fused
+    assert float((both - imu_only).abs().max()) > 1e-3
+
+
+def test_forward_errors(lite_model):
+    inputs = _inputs(lite_model, 2)
+    with pytest.raises(ValueError, match="at least one modality"):
+        lite_model({})
+    with pytest.raises(ValueError, match=r"samples \[1\] have no modality"):
+        lite_model({"imu": inputs["imu"]}, {"imu": torch.tensor([True, False])})
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        lite_model({"imu": inputs["imu"], "video": inputs["video"][:1]})
+
+
+def test_backward_reaches_only_present_encoders():
+    torch.manual_seed(0)
+    model = build_model("lite", CLASSES).train()
+    inputs = _inputs(model, 4)
+    out = model({"video": inputs["video"], "imu": inputs["imu"]})
+    torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 1, 2, 3])).backward()
+    grads = {m: any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoders[m].parameters())
+             for m in MODALITY_NAMES}
+    assert grads == {"video": True, "imu": True, "audio": False}
+
+
+def test_config_round_trip():
+    for name in ("lite", "paper"):
+        config = get_config(name)
+        assert MMGConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
+
+
+def test_select_device():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError):
+        select_device("tpu")
+
+
+# The seed's encoder table (params in millions, GFLOPs by fvcore).
+PAPER_TABLE = {"video": (36.50, 70.50), "audio": (87.03, 42.08), "imu": (15.55, 1.65)}
+
+
+def test_paper_config_matches_seed_table(paper_model):
+    specs = paper_model.config.specs
+    with torch.inference_mode():
+        for m, (params_m, gflops) in PAPER_TABLE.items():
+            encoder = paper_model.encoders[m]
+            got_params = count_params(encoder) / 1e6
+            got_gflops = fvcore_gflops(encoder, (torch.randn(1, *specs[m].output_shape()),))
+            assert got_params == pytest.approx(params_m, rel=0.10), m
+            assert got_gflops == pytest.approx(gflops, rel=0.10), m
+
+
+def test_lite_has_20x_fewer_flops_than_paper(lite_model, paper_model):
+    def total(model):
+        specs = model.config.specs
+        with torch.inference_mode():
+            return sum(fvcore_gflops(model.encoders[m], (torch.randn(1, *specs[m].output_shape()),))
+                       for m in model.modalities)
+    assert total(paper_model) / total(lite_model) >= 20
