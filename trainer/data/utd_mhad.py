@@ -202,7 +202,7 @@ class UtdMhadDataset:
 
     Args:
         root: the UTD-MHAD folder (``Depth/``, ``Inertial/``).
-        subjects: subject numbers to include.
+        subjects: subject numbers to include; all when None.
         actions: action numbers (1–27) to include; all when None.
         modalities: subset of ``("video", "imu")``.
         split: value written into each clip's ``split``.
@@ -212,7 +212,7 @@ class UtdMhadDataset:
     def __init__(
         self,
         root: str | Path,
-        subjects: Iterable[int],
+        subjects: Iterable[int] | None,
         actions: Iterable[int] | None = None,
         modalities: Sequence[str] = ("video", "imu"),
         split: str | None = None,
