@@ -108,6 +108,10 @@ def test_prototypical_hand_value_and_accuracy() -> None:
     loss, acc = prototypical_loss(support, support_labels, query, query_labels)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     assert acc.item() == pytest.approx(0.5)  # query 2 is nearer class 3's prototype
+    scaled = 0.5 * logits
+    expected_scaled = np.mean(np.log(np.exp(scaled).sum(1)) - scaled[np.arange(2), target])
+    loss_scaled, _ = prototypical_loss(support, support_labels, query, query_labels, scale=0.5)
+    assert loss_scaled.item() == pytest.approx(expected_scaled, rel=1e-6)
 
 
 def test_prototypical_gradient_reaches_both_sets() -> None:

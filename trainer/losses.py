@@ -92,6 +92,7 @@ def prototypical_loss(
     query: Tensor,
     query_labels: Tensor,
     distance: str = "sqeuclidean",
+    scale: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """Cross-modal prototypical loss.
 
@@ -105,6 +106,7 @@ def prototypical_loss(
         query: ``[Q, D]`` query embeddings.
         query_labels: ``[Q]`` labels, each among ``support_labels``.
         distance: see :func:`pairwise_distance`.
+        scale: logits are ``-scale * distance`` (useful with ``"cosine"``, whose distances lie in [0, 2]).
 
     Returns:
         ``(loss, accuracy)`` scalars; accuracy is detached.
@@ -117,7 +119,7 @@ def prototypical_loss(
         missing = sorted(set(query_labels[~match.any(1)].tolist()))
         raise ValueError(f"prototypical_loss: query labels {missing} have no support examples")
     target = match.float().argmax(1)
-    logits = -pairwise_distance(query, prototypes, distance)
+    logits = -scale * pairwise_distance(query, prototypes, distance)
     loss = F.cross_entropy(logits, target)
     accuracy = (logits.argmax(1) == target).float().mean().detach()
     return loss, accuracy

@@ -35,8 +35,8 @@ ACTIONS: tuple[str, ...] = (
 )
 
 #: Fixed depth → gray mapping (millimetres). Kinect v1's usable range is about 0.8–4 m and
-#: the UTD-MHAD subjects stand at 1.9–4.0 m (background already zeroed), so this range keeps
-#: them at gray 40–160 while leaving headroom for nearer wearable/desk cameras.
+#: the UTD-MHAD subjects are at 1.9–3.5 m (background already zeroed), so this range renders
+#: them at gray ~170–40 while leaving headroom for nearer wearable/desk cameras.
 DEPTH_NEAR_MM = 800.0
 DEPTH_FAR_MM = 4000.0
 
