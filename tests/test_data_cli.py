@@ -118,5 +118,7 @@ def test_import_cli(utd_mhad_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["info", "sessions", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
     assert "4 clips, 1 classes, 1 subjects" in out and "lunge" in out
+    assert main(["info", "sessions", str(tmp_path / "s"), "--check"]) == 0
+    assert "decoded 4 of 4; 0 bad" in capsys.readouterr().out
     assert main(["import", "utd-mhad", str(tmp_path / "nowhere"), str(tmp_path / "s")]) == 1
     assert "not a UTD-MHAD folder" in capsys.readouterr().err

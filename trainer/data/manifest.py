@@ -154,19 +154,32 @@ def read_video(path: Path, start: float, end: float) -> Stream:
 
 def read_audio_track(path: Path, start: float, end: float) -> Stream | None:
     """The first audio track's samples with ``start <= t < end`` as mono float32; None without a track."""
+    result, first = _decode_audio(path, start, end, seek=start > 1.0)
+    if first is not None and first > start:
+        result, _ = _decode_audio(path, start, end, seek=False)  # the seek overshot: decode from 0
+    return result
+
+
+def _decode_audio(path: Path, start: float, end: float, seek: bool) -> tuple[Stream | None, float | None]:
+    """(samples in ``[start, end)``, time of the first decoded sample)."""
     try:
         container = av.open(str(path))
     except Exception as exc:  # av.error.*
         raise DataError(f"{path}: PyAV cannot open the file ({exc})") from exc
     try:
         if not container.streams.audio:
-            return None
+            return None, None
         stream = container.streams.audio[0]
         rate = stream.codec_context.sample_rate or stream.rate
+        if seek and stream.time_base:
+            # Lands on a packet at or before start - 1 s; decoded frames keep their true pts.
+            container.seek(int((start - 1.0) / stream.time_base), stream=stream, backward=True)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
         chunks, stamps = [], []
         n_done = 0
         for frame in container.decode(stream):
+            if frame.time is None and seek:
+                raise DataError(f"{path}: audio frames carry no timestamps; cannot seek")
             t0 = frame.time if frame.time is not None else n_done / rate
             for out in resampler.resample(frame):
                 x = out.to_ndarray().reshape(-1)
@@ -183,11 +196,11 @@ def read_audio_track(path: Path, start: float, end: float) -> Stream | None:
     finally:
         container.close()
     if not chunks:
-        return None
+        return None, None
     data = np.concatenate(chunks).astype(np.float32)[:, None]
     ts = np.concatenate(stamps)
     keep = (ts >= start) & (ts < end)
-    return Stream(np.clip(data[keep], -1.0, 1.0), ts[keep], float(rate))
+    return Stream(np.clip(data[keep], -1.0, 1.0), ts[keep], float(rate)), float(ts[0])
 
 
 def read_imu_csv(path: Path, accel_unit: str = "g", gyro_unit: str = "deg/s") -> Stream:
