@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import trainer.data.utd_mhad as utd
-from trainer.data.cache import Cache, default_cache_dir, file_key
+from trainer.data.cache import Cache, cached, config_hash, default_cache_dir, file_key
 from trainer.data.clip import Clip, Stream, arrays_to_clip, clip_to_arrays
 
 
@@ -48,6 +48,11 @@ def test_corrupt_entry_is_recomputed(tmp_path: Path) -> None:
 def test_default_dir_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MMG_CACHE", str(tmp_path / "c"))
     assert default_cache_dir() == tmp_path / "c"
+    key = {"clip": "a1_s1_t1", "preprocess": config_hash({"frames": 16, "size": 64})}
+    assert config_hash({"size": 64, "frames": 16}) == key["preprocess"]  # order-independent
+    cached(key, lambda: {"x": np.arange(3)})
+    assert len(list((tmp_path / "c").rglob("*.npz"))) == 1
+    assert cached(key, lambda: {"x": np.zeros(1)})["x"].tolist() == [0, 1, 2]
     monkeypatch.delenv("MMG_CACHE")
     assert default_cache_dir() == Path.home() / ".cache" / "mmg-live"
 

@@ -97,3 +97,10 @@ class Cache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def cached(
+    key: dict[str, Any], compute: Callable[[], dict[str, np.ndarray]], root: str | os.PathLike | None = None
+) -> dict[str, np.ndarray]:
+    """Module-level shortcut for ``Cache(root).cached(key, compute)`` (default folder: ``$MMG_CACHE``)."""
+    return Cache(root).cached(key, compute)
