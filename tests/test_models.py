@@ -53,10 +53,10 @@ def test_all_seven_subsets_forward(name, request):
             assert torch.isfinite(out.fused).all() and torch.isfinite(out.logits).all()
 
 
-@pytest.mark.parametrize("fusion", ["attention", "mlp"])
+@pytest.mark.parametrize("fusion", ["attention", "mlp", "mean"])
 def test_mixed_subset_batch_equals_one_by_one(fusion):
     config = get_config("lite")
-    config.fusion = {"kind": fusion, "dim": 64} if fusion == "mlp" else config.fusion
+    config.fusion = {"kind": fusion, "dim": 64} if fusion != "attention" else config.fusion
     torch.manual_seed(1)
     model = MMGModel(config, CLASSES).eval()
     batch = len(SUBSETS)
@@ -75,12 +75,12 @@ def test_mixed_subset_batch_equals_one_by_one(fusion):
                 assert float(mixed.embeddings[m][i].abs().sum()) == 0.0
 
 
-@pytest.mark.parametrize("fusion", ["attention", "mlp"])
+@pytest.mark.parametrize("fusion", ["attention", "mlp", "mean"])
 def test_absent_modality_data_does_not_change_output(lite_model, fusion):
     model = lite_model
-    if fusion == "mlp":
+    if fusion != "attention":
         config = get_config("lite")
-        config.fusion = {"kind": "mlp", "dim": 64}
+        config.fusion = {"kind": fusion, "dim": 64}
         model = MMGModel(config, CLASSES).eval()
     inputs = _inputs(model, 3)
     present = {"video": torch.tensor([True, False, True]), "imu": torch.ones(3, dtype=torch.bool),
@@ -95,6 +95,18 @@ def test_absent_modality_data_does_not_change_output(lite_model, fusion):
         after = model(changed, present)
     torch.testing.assert_close(before.fused[:2], after.fused[:2], atol=0, rtol=0)
     torch.testing.assert_close(before.logits[:2], after.logits[:2], atol=0, rtol=0)
+
+
+def test_fuse_subset_matches_forward_on_that_subset(lite_model):
+    """Fusing a subset of an encoded batch equals running the model on that subset alone."""
+    inputs = _inputs(lite_model, 3)
+    present = {"video": torch.tensor([True, False, True]), "imu": torch.tensor([True, True, False])}
+    with torch.inference_mode():
+        enc = lite_model.encode_batch({m: inputs[m] for m in present}, present)
+        fused_imu = lite_model.fuse(enc, ["imu"])
+        alone = lite_model({"imu": inputs["imu"][:2]}).fused
+    torch.testing.assert_close(fused_imu[:2], alone, atol=2e-5, rtol=1e-4)
+    assert float(fused_imu[2].abs().sum()) == 0.0  # no IMU in sample 2
 
 
 def test_missing_modality_changes_output(lite_model):

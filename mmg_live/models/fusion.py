@@ -77,7 +77,7 @@ FUSIONS = {"attention": AttentionFusion, "mlp": MLPFusion}
 
 
 def build_fusion(kind: str, input_dims: dict[str, int], **kwargs: object) -> nn.Module:
-    """Build a fusion module by name (``attention`` or ``mlp``)."""
+    """Build a fusion module by name (``attention`` or ``mlp``; ``mean`` is built into MMGModel)."""
     if kind not in FUSIONS:
-        raise ValueError(f"unknown fusion {kind!r}; expected one of {sorted(FUSIONS)}")
+        raise ValueError(f"unknown fusion {kind!r}; expected one of {sorted(FUSIONS) + ['mean']}")
     return FUSIONS[kind](input_dims, **kwargs)

@@ -64,10 +64,13 @@ class MMGModel(nn.Module):
         })
         dims = {m: self.encoders[m].dim for m in self.modalities}
         fusion_kwargs = {k: v for k, v in config.fusion.items() if k != "kind"}
-        self.fusion = build_fusion(config.fusion.get("kind", "attention"), dims, **fusion_kwargs)
+        kind = config.fusion.get("kind", "attention")
         d = config.embed_dim
+        # "mean" fusion averages the shared-space embeddings (no parameters): what a
+        # classifier learns on one modality then applies to any aligned one (zero-shot).
+        self.fusion = None if kind == "mean" else build_fusion(kind, dims, **fusion_kwargs)
         self.projections = nn.ModuleDict({m: nn.Linear(dims[m], d) for m in self.modalities})
-        self.fused_projection = nn.Linear(self.fusion.dim, d)
+        self.fused_projection = nn.Identity() if self.fusion is None else nn.Linear(self.fusion.dim, d)
         self.classifier = nn.Linear(d, len(self.class_names))
         self.unimodal_heads = nn.ModuleDict({m: nn.Linear(d, len(self.class_names)) for m in self.modalities})
         self.trained = TrainedParts()
@@ -111,6 +114,44 @@ class MMGModel(nn.Module):
         pooled = pooled.new_zeros((batch,) + pooled.shape[1:]).index_copy(0, idx, pooled)
         return tokens, pooled
 
+    def encode_batch(self, inputs: Mapping[str, torch.Tensor],
+                     present: Mapping[str, torch.Tensor] | None = None) -> "Encoded":
+        """Run the encoders of the present modalities (present rows only) and project them."""
+        masks = self._presence(inputs, present)
+        enc = Encoded()
+        for m in self.modalities:
+            if m not in inputs or not bool(masks[m].any()):
+                continue
+            toks, pool = self.encode(m, inputs[m], masks[m])
+            keep = masks[m].to(pool.dtype).unsqueeze(1)
+            enc.tokens[m], enc.pooled[m], enc.present[m] = toks, pool, masks[m]
+            enc.embeddings[m] = self.projections[m](pool) * keep
+        return enc
+
+    def fuse(self, enc: "Encoded", modalities: Sequence[str] | None = None) -> torch.Tensor:
+        """Fused embedding of the encoded modalities (or of the given subset of them).
+
+        Samples with none of the chosen modalities present get a zero row.
+        """
+        chosen = [m for m in enc.present if modalities is None or m in modalities]
+        if not chosen:
+            raise ValueError(f"fuse: none of {list(modalities or [])} was encoded")
+        present = {m: enc.present[m] for m in chosen}
+        if self.fusion is None:  # "mean": average of the present shared-space embeddings
+            stacked = torch.stack([enc.embeddings[m] for m in chosen])
+            counts = torch.stack([present[m] for m in chosen]).sum(0).clamp(min=1).unsqueeze(1)
+            return stacked.sum(0) / counts.to(stacked.dtype)
+        any_present = torch.stack(list(present.values())).any(0)
+        if bool(any_present.all()):
+            return self.fused_projection(self.fusion(
+                {m: enc.tokens[m] for m in chosen}, {m: enc.pooled[m] for m in chosen}, present))
+        idx = any_present.nonzero().flatten()
+        fused = self.fused_projection(self.fusion(
+            {m: enc.tokens[m].index_select(0, idx) for m in chosen},
+            {m: enc.pooled[m].index_select(0, idx) for m in chosen},
+            {m: present[m].index_select(0, idx) for m in chosen}))
+        return fused.new_zeros((any_present.shape[0], fused.shape[1])).index_copy(0, idx, fused)
+
     def forward(self, inputs: Mapping[str, torch.Tensor],
                 present: Mapping[str, torch.Tensor] | None = None) -> MMGOutput:
         """Embed, fuse and classify any non-empty subset of modalities.
@@ -121,18 +162,20 @@ class MMGModel(nn.Module):
             present: optional per-sample bool masks ``[B]``; rows where a modality is absent
                 are never seen by its encoder and do not influence the output.
         """
-        masks = self._presence(inputs, present)
-        tokens, pooled, embeddings, uni_logits, used = {}, {}, {}, {}, {}
-        for m in self.modalities:
-            if m not in inputs or not bool(masks[m].any()):
-                continue
-            toks, pool = self.encode(m, inputs[m], masks[m])
-            keep = masks[m].to(pool.dtype).unsqueeze(1)
-            tokens[m], pooled[m], used[m] = toks, pool, masks[m]
-            embeddings[m] = self.projections[m](pool) * keep
-            uni_logits[m] = self.unimodal_heads[m](embeddings[m])
-        fused = self.fused_projection(self.fusion(tokens, pooled, used))
-        return MMGOutput(embeddings, fused, self.classifier(fused), uni_logits, used, pooled)
+        enc = self.encode_batch(inputs, present)
+        fused = self.fuse(enc)
+        uni_logits = {m: self.unimodal_heads[m](e) for m, e in enc.embeddings.items()}
+        return MMGOutput(enc.embeddings, fused, self.classifier(fused), uni_logits, enc.present, enc.pooled)
+
+
+@dataclass
+class Encoded:
+    """Per-modality encoder outputs of one batch (only modalities present somewhere in it)."""
+
+    tokens: dict[str, torch.Tensor] = field(default_factory=dict)
+    pooled: dict[str, torch.Tensor] = field(default_factory=dict)
+    embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
+    present: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def select_device(preference: str = "auto") -> torch.device:

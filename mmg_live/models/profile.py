@@ -74,6 +74,9 @@ def profile_model(model: MMGModel, repeats: int = 10, measure_latency: bool = Tr
                 entry["cpu_ms_p95"] = round(float(np.percentile(times, 95)), 2)
             tokens[m], pooled[m] = encoder(x)
             report[m] = entry
+        if model.fusion is None:  # "mean" fusion: no parameters, negligible work
+            report["fusion"] = {"params_m": 0.0, "gflops": 0.0, "cpu_ms_p50": 0.0, "cpu_ms_p95": 0.0}
+            return report
         fusion = _FusionOnly(model)
         args = tuple(tokens[m] for m in model.modalities) + tuple(pooled[m] for m in model.modalities)
         fusion_params = count_params(model.fusion) + count_params(model.fused_projection)
