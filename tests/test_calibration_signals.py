@@ -132,3 +132,150 @@ def test_six_pose_recording_holds_the_known_distortion(utd_mhad_dir):
     assert np.allclose(mean[3:], rec.gyro_bias, atol=0.3)
     still = rec.data[: int(8 * rec.rate)]
     assert 0.05 < still[:, 3].std() < 3.0  # real noise, neither zero nor motion
+
+
+# ---- tap recordings for time-offset calibration ---------------------------------------------------
+IMU_RATE = 200.0
+AUDIO_RATE = 16000
+VIDEO_FPS = 30.0
+CAMERA_OFFSET_S = 0.047
+MIC_OFFSET_S = -0.023
+TAP_TIMES_S = (1.52, 2.61, 3.47, 4.83, 5.79)  # after the IMU's first sample; ≥ 0.5 s apart, irregular
+
+
+def _pingpong(n_frames: int, length: int) -> np.ndarray:
+    """Frame indices 0..n-1, n-2..1, 0.. (no jump where the loop turns)."""
+    cycle = np.concatenate([np.arange(n_frames), np.arange(n_frames - 2, 0, -1)])
+    return cycle[np.arange(length) % len(cycle)]
+
+
+def imu_tap(t: np.ndarray, t0: float, amplitude: float = 3.0, freq: float = 30.0, tau: float = 0.03) -> np.ndarray:
+    """A tap on the table: decaying ringing that starts at ``t0`` (g)."""
+    dt = t - t0
+    return np.where(dt >= 0, amplitude * np.exp(-np.clip(dt, 0, None) / tau) * np.sin(2 * np.pi * freq * dt), 0.0)
+
+
+def audio_click(t: np.ndarray, t0: float, rng: np.random.Generator, amplitude: float = 0.8) -> np.ndarray:
+    """The tap's sound: a damped 3 kHz resonance plus a decaying noise burst, starting at ``t0``."""
+    dt = t - t0
+    on = dt >= 0
+    env = np.exp(-np.clip(dt, 0, None) / 0.004)
+    wave = 0.7 * np.sin(2 * np.pi * 3000 * dt) + 0.3 * rng.standard_normal(len(t))
+    return np.where(on, amplitude * env * wave, 0.0)
+
+
+@dataclass
+class TapRecording:
+    """Three streams of one tapping session (host seconds), with the truth they were built from."""
+
+    imu_t: np.ndarray
+    imu: np.ndarray  # [n, 6]
+    audio_t: np.ndarray
+    audio: np.ndarray  # [n] float32
+    video_t: np.ndarray
+    video: np.ndarray  # [n, H, W, 3] uint8
+    taps: np.ndarray  # true tap times on the IMU's timeline
+    camera_offset: float
+    mic_offset: float
+
+
+def tap_recording(
+    utd_dir: Path,
+    fsdd_dir: Path,
+    taps: tuple[float, ...] | None = TAP_TIMES_S,
+    duration_s: float = 7.0,
+    camera_offset: float = CAMERA_OFFSET_S,
+    mic_offset: float = MIC_OFFSET_S,
+    mic_drift_ppm: float = 0.0,
+    with_video: bool = True,
+    seed: int = 7,
+) -> TapRecording:
+    """A tapping session built from real signals, taps injected at known times.
+
+    * IMU, 200 Hz: UTD-MHAD ``a16_s2_t1`` (arm curl) upsampled 50→200 Hz (``resample_poly``) and
+      looped back and forth; each tap adds :func:`imu_tap` along (0.3, 0.2, 0.93), generated at 8 kHz
+      and brought to 200 Hz by ``resample_poly`` (a zero-phase anti-alias filter, like a sensor's
+      low-pass, minus its delay). IMU timestamps are true time (the reference).
+    * microphone, 16 kHz: FSDD digits of ``george`` resampled 8→16 kHz, placed one after another
+      with short pauses; each tap adds :func:`audio_click`. Its sample grid starts 0.137 s after the
+      IMU's; timestamps = true time + ``mic_offset`` (+ ``mic_drift_ppm`` × elapsed time).
+    * camera, 30 fps: UTD-MHAD depth ``a16_s2_t1`` (millimetres) rendered to grey uint8 (near =
+      bright), looped back and forth; each tap lights a 120×120 patch (+90 grey) for 150 ms. Each
+      frame integrates light over the frame period ending at its exposure end, so a frame
+      straddling a tap holds that fraction of the flash. Timestamps = exposure end + ``camera_offset``.
+    """
+    rng = np.random.default_rng(seed)
+    t0_host = 1000.0  # host monotonic seconds at the IMU's first sample
+    tap_abs = t0_host + np.asarray(taps if taps else (), dtype=np.float64)
+
+    # IMU
+    base = load_inertial(utd_dir, "a16_s2_t1")
+    up = resample_poly(base, 4, 1, axis=0, padtype="line")
+    n_imu = int(duration_s * IMU_RATE)
+    imu = up[_pingpong(len(up), n_imu)].copy()
+    imu_t = t0_host + np.arange(n_imu) / IMU_RATE
+    if len(tap_abs):
+        fine_t = t0_host + np.arange(n_imu * 40) / (IMU_RATE * 40)
+        fine = sum(imu_tap(fine_t, t) for t in tap_abs)
+        direction = np.array([0.3, 0.2, 0.93])
+        tap_samples = resample_poly(fine, 1, 40)[:n_imu]
+        imu[:, :3] += tap_samples[:, None] * direction / np.linalg.norm(direction)
+        imu[:, 3:] += tap_samples[:, None] * np.array([40.0, -25.0, 10.0])  # the jolt rotates the device a little
+
+    # audio
+    start_a = t0_host + 0.137
+    n_audio = int((duration_s - 0.2) * AUDIO_RATE)
+    audio = np.zeros(n_audio)
+    pos = int(0.1 * AUDIO_RATE)
+    files = sorted((fsdd_dir / "recordings").glob("*_george_*.wav"))
+    i = 0
+    while pos < n_audio:
+        x, sr = soundfile.read(files[(i * 7) % len(files)])
+        i += 1
+        y = resample_poly(x, AUDIO_RATE // sr, 1)
+        y = 0.3 * y / (np.abs(y).max() + 1e-9)
+        m = min(len(y), n_audio - pos)
+        audio[pos:pos + m] += y[:m]
+        pos += m + int(rng.uniform(0.05, 0.25) * AUDIO_RATE)
+    audio_true_t = start_a + np.arange(n_audio) / AUDIO_RATE
+    for t in tap_abs:
+        near = np.abs(audio_true_t - t - 0.05) < 0.06
+        audio[near] += audio_click(audio_true_t[near], t, rng)
+    audio_t = audio_true_t + mic_offset + mic_drift_ppm * 1e-6 * (audio_true_t - start_a)
+
+    # video
+    if with_video:
+        depth = scipy.io.loadmat(utd_dir / "Depth" / "a16_s2_t1_depth.mat")["d_depth"]  # H×W×T uint16 mm
+        mm = depth.astype(np.float32)
+        grey = np.where(mm > 0, 150.0 - 130.0 * np.clip((mm - 500.0) / 3500.0, 0, 1), 0.0)
+        n_vid = int((duration_s - 0.3) * VIDEO_FPS)
+        period = 1.0 / VIDEO_FPS
+        exp_end = t0_host + 0.061 + (np.arange(n_vid) + 1) * period
+        frames = grey[:, :, _pingpong(grey.shape[2], n_vid)].transpose(2, 0, 1).copy()
+        for t in tap_abs:
+            on = np.clip(np.minimum(exp_end, t + 0.15) - np.maximum(exp_end - period, t), 0, None) / period
+            frames[:, 60:180, 100:220] += (90.0 * on)[:, None, None]
+        video = np.repeat(np.clip(np.rint(frames), 0, 255).astype(np.uint8)[..., None], 3, axis=3)
+        video_t = exp_end + camera_offset
+    else:
+        video = np.zeros((0, 1, 1, 3), np.uint8)
+        video_t = np.zeros(0)
+    return TapRecording(imu_t, imu.astype(np.float32), audio_t, audio.astype(np.float32), video_t, video,
+                        tap_abs, camera_offset, mic_offset)
+
+
+def test_tap_recording_injects_taps_where_it_says(utd_mhad_dir, fsdd_dir):
+    rec = tap_recording(utd_mhad_dir, fsdd_dir)
+    tap = rec.taps[0]
+    # IMU: a multi-g jolt within 20 ms after the tap, far above the real motion in the 50 ms before
+    i = np.searchsorted(rec.imu_t, tap)
+    before = np.linalg.norm(rec.imu[i - 12:i - 2, :3] - rec.imu[i - 12, :3], axis=1).max()
+    after = np.linalg.norm(rec.imu[i:i + 4, :3] - rec.imu[i - 2, :3], axis=1).max()
+    assert after > 1.0 and before < 0.3 * after
+    # audio: the click starts at tap + mic offset on the microphone's timestamps
+    j = np.searchsorted(rec.audio_t, tap + rec.mic_offset)
+    assert np.abs(rec.audio[j - 40:j - 1]).max() < 0.35 < np.abs(rec.audio[j:j + 8]).max()
+    # video: the flash is in the frames stamped after tap + camera offset, not before
+    k = np.searchsorted(rec.video_t, tap + rec.camera_offset)
+    patch = rec.video[:, 60:180, 100:220, 0].astype(float).mean(axis=(1, 2))
+    assert patch[k + 1] - patch[k - 1] > 60
