@@ -159,9 +159,10 @@ def detect_imu_taps(
     up = max(1, int(np.ceil(4000.0 / rate)))
     for g in groups:
         p = _first_peak(jerk, g)
-        # Subtract the slow motion the tap rides on: a line fitted to the 60 ms before the tap
-        # (stopping 10 ms short, clear of the anti-alias filter's pre-ringing), extrapolated.
-        b1 = max(p - max(int(0.01 * rate), 1), 1)
+        first = int(g[0])  # the first jerk sample above threshold: the tap began before it
+        # Subtract the slow motion the tap rides on: a line fitted to the 50 ms before the tap
+        # (stopping short of it, clear of the anti-alias filter's pre-ringing), extrapolated.
+        b1 = max(first - 1 - int(0.005 * rate), 1)
         b0 = max(b1 - max(int(0.05 * rate), 3), 0)
         lo, hi = max(p - int(0.06 * rate) - 3, 0), min(p + int(0.06 * rate) + 4, len(acc))
         idx = np.arange(lo, hi, dtype=np.float64)
@@ -176,9 +177,9 @@ def detect_imu_taps(
             seg = seg - acc[max(p - 2, 0)]
         dev = np.linalg.norm(seg, axis=1)
         t_local = np.interp(idx, np.arange(len(ts)), ts)
-        centre = int(np.argmin(np.abs(idx - (p - 1))))  # the jerk at p is the slope into sample p
-        window = dev[max(centre - 2 * up, 0):]
-        start = max(centre - 2 * up, 0) + int(np.argmax(window >= 0.5 * window.max()))
+        centre = int(np.argmin(np.abs(idx - (first - 2))))
+        window = dev[centre:]
+        start = centre + int(np.argmax(window >= 0.5 * window.max()))
         times.append(_rise_onset(t_local, dev, start))
         strengths.append(jerk[g].max() / threshold)
     return TapEvents(stream, "imu", np.asarray(times), np.asarray(strengths))
