@@ -494,23 +494,29 @@ def parse_imu_spec(spec: str, default_baud: int = 115200) -> tuple[str, int]:
 
 def make_camera(spec: str) -> Source:
     """``devices.camera.CameraSource(spec)`` (imported only when a camera is asked for)."""
-    from devices import camera
-
+    try:
+        from devices import camera
+    except ImportError as exc:
+        raise DeviceError(f"camera {spec}: camera support is not available ({exc})") from exc
     return camera.CameraSource(spec)
 
 
 def make_microphone(device: str | None) -> Source:
     """``devices.microphone.MicrophoneSource(device=...)``; a numeric device is an index."""
-    from devices import microphone
-
+    try:
+        from devices import microphone
+    except ImportError as exc:
+        raise DeviceError(f"microphone {device or 'default'}: microphone support is not available ({exc})") from exc
     dev: int | str | None = int(device) if device is not None and device.isdigit() else device
     return microphone.MicrophoneSource(device=dev)
 
 
 def make_imu(spec: str) -> Source:
     """``devices.imu_serial.SerialImuSource(port, baud=...)`` from ``PORT[@BAUD]``."""
-    from devices import imu_serial
-
+    try:
+        from devices import imu_serial
+    except ImportError as exc:
+        raise DeviceError(f"serial IMU {spec}: serial IMU support is not available ({exc})") from exc
     port, baud = parse_imu_spec(spec)
     return imu_serial.SerialImuSource(port, baud=baud)
 
@@ -543,6 +549,22 @@ def build_sources(args: argparse.Namespace, prog: str) -> list[tuple[str, Any]]:
 
         out.append((f"replay {args.replay}", lambda: open_replay(args.replay, speed=args.speed)))
     return out
+
+
+def unique_names(sources: Sequence[Source]) -> None:
+    """Rename sources in place so no two share a stream name (``imu``, ``imu_2``, ...).
+
+    Two devices of one kind (or a device and a replay) default to the same name; their chunks
+    would otherwise be mixed into one stream by recorders, buffers and publishers.
+    """
+    seen: set[str] = set()
+    for src in sources:
+        name, k = src.name, 2
+        while name in seen:
+            name, k = f"{src.name}_{k}", k + 1
+        if name != src.name:
+            src.name = name
+        seen.add(name)
 
 
 def _keygen(folder: str) -> int:
@@ -602,7 +624,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 sources.extend(make())
             except Exception as exc:  # a missing device must not stop the others
-                print(f"mmg-stream: {label}: {exc}", file=sys.stderr)
+                msg = str(exc) if isinstance(exc, DeviceError) else f"{label}: {exc}"
+                print(f"mmg-stream: {msg}", file=sys.stderr)
+        unique_names(sources)
         for src in sources:
             pub.add_source(src)
         print(f"mmg-stream: publishing on {pub.endpoint}: {', '.join(s.name for s in sources) or 'nothing'}", flush=True)

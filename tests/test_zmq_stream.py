@@ -198,3 +198,12 @@ def test_mmg_stream_process_publishes_a_replayed_session(tmp_path: Path) -> None
     np.testing.assert_array_equal(np.concatenate([c.data for c in col.chunks]), data)
     got = np.concatenate([c.timestamps for c in col.chunks])
     np.testing.assert_allclose(np.diff(got), np.diff(ts) / 5, atol=1e-9)
+
+
+def test_unique_names_renames_duplicates() -> None:
+    from devices.replay import ReplaySource
+    from devices.zmq_stream import unique_names
+
+    srcs = [ReplaySource(n, "imu", np.arange(2.0), np.zeros((2, 6))) for n in ("imu", "imu", "cam", "imu")]
+    unique_names(srcs)
+    assert [s.name for s in srcs] == ["imu", "imu_2", "cam", "imu_3"]

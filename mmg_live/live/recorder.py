@@ -416,6 +416,11 @@ class SessionWriter:
         with self._meta_lock:
             self._counters.setdefault(stream, {}).update(counters)
 
+    def update_device(self, stream: str, **settings: Any) -> None:
+        """Add or change a stream's device settings in session.json (e.g. ``opened=False, error=...``)."""
+        with self._meta_lock:
+            self.devices.setdefault(stream, {}).update(settings)
+
     def flush(self, timeout: float = 10.0) -> None:
         """Write everything queued so far to disk and rewrite session.json; waits until done."""
         self._check()
@@ -537,7 +542,7 @@ class SessionWriter:
                 "host_monotonic_start": self.start_host,
                 "last_flush_host": host_now(),
                 "closed": closed,
-                "devices": self.devices,
+                "devices": json.loads(json.dumps(self.devices, default=str)),
                 "calibration": self.calibration,
                 "streams": {name: w.meta() for name, w in self._writers.items()},
                 "counters": {k: dict(v) for k, v in self._counters.items()},

@@ -1,0 +1,125 @@
+"""mmg-live headless capture: record a replayed session, survive a missing camera, argument errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from devices.base import Chunk
+from mmg_live.cli import main
+from mmg_live.live.recorder import SessionReader, SessionWriter
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def source_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 s: 10 fps colour video, 8 kHz audio in 400-sample blocks, 50 Hz IMU."""
+    folder = tmp_path_factory.mktemp("src") / "session"
+    rng = np.random.default_rng(11)
+    t0 = 500.0
+    with SessionWriter(folder, {"audio": {"rate": 8000}, "video": {"fps": 10}}) as w:
+        for i in range(30):
+            w.write(Chunk("video", np.array([t0 + i / 10]), rng.integers(0, 256, (1, 16, 20, 3), dtype=np.uint8)))
+        ta = t0 + np.arange(24000) / 8000
+        audio = rng.uniform(-0.8, 0.8, (24000, 1)).astype(np.float32)
+        for i in range(0, 24000, 400):
+            w.write(Chunk("audio", ta[i : i + 400], audio[i : i + 400]))
+        w.write(Chunk("imu", t0 + np.arange(150) / 50, rng.normal(size=(150, 6)).astype(np.float32)))
+    return folder
+
+
+def test_headless_record_of_replay(source_session: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    calib = tmp_path / "calib.json"
+    calib.write_text(json.dumps({"version": 1, "offsets": {"imu": 0.01}}))
+    out_dir = tmp_path / "rec"
+    rc = main(["--headless", "--replay", str(source_session), "--record", str(out_dir), "--seconds", "2",
+               "--calibration", str(calib)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert err == ""
+    assert "capturing audio (audio), imu (imu), video (video)" in out or "capturing" in out
+    assert f"session written to {out_dir.resolve()}" in out
+    for name in ("video", "audio", "imu"):
+        assert any(line.split()[:2] == [name, name] for line in out.splitlines()), out
+
+    ref = SessionReader(source_session)
+    rec = SessionReader(out_dir)
+    assert rec.closed and rec.meta["calibration"] == {"version": 1, "offsets": {"imu": 0.01}}
+    assert rec.meta["devices"]["audio"]["rate"] == 8000
+    rep = rec.report
+    assert not any(r["truncated"] for r in rep.values()), rep
+    # 2 s of a 3 s recording at 1x: about 2 s of each stream (start-up costs a little)
+    expected = {"video": 10, "audio": 8000, "imu": 50}
+    for name, rate in expected.items():
+        n = rep[name]["samples"]
+        assert 1.6 * rate <= n <= 2.1 * rate, (name, n)
+        a, b = ref.read(name), rec.read(name)
+        if name == "audio":
+            np.testing.assert_allclose(b.data, a.data[:n], atol=1 / 32768 + 1e-7)  # re-quantised once
+        else:
+            np.testing.assert_array_equal(b.data, a.data[:n])
+        np.testing.assert_allclose(np.diff(b.timestamps), np.diff(a.timestamps[:n]), atol=1e-6)
+        assert rec.counters[name]["samples"] >= n and rec.counters[name]["dropped"] == 0
+
+
+def test_missing_camera_is_one_line_and_others_keep_recording(
+    source_session: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out_dir = tmp_path / "rec"
+    rc = main(["--headless", "--camera", "7", "--replay", str(source_session), "--speed", "4",
+               "--record", str(out_dir), "--seconds", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mmg-live: ") and "camera" in lines[0] and "7" in lines[0], err
+    assert "Traceback" not in err
+    rep = SessionReader(out_dir).report
+    assert set(rep) == {"video", "audio", "imu"}
+    assert rep["imu"]["samples"] >= 150 * 0.8  # 3 s at 4x fits in 1 s; most of it recorded
+
+
+def test_no_source_opens_exits_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = main(["--headless", "--camera", "7", "--record", str(tmp_path / "rec"), "--seconds", "1"])
+    _, err = capsys.readouterr()
+    assert rc == 1
+    assert err.splitlines()[-1] == "mmg-live: no source could be opened; nothing recorded"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--headless", "--speed", "abc", "--replay", "x"], "argument --speed: invalid float value: 'abc'"),
+        (["--headless", "--imu", "/dev/ttyX@fast"], "--imu '/dev/ttyX@fast': baud rate 'fast' is not a positive integer"),
+        (["--headless", "--seconds", "2"], "no source"),
+        (["--headless", "--replay", "x", "--calibration", "/nonexistent/c.json"], "--calibration /nonexistent/c.json"),
+        (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    ],
+)
+def test_argument_errors_are_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err.splitlines()[-1] and err.splitlines()[-1].startswith("mmg-live: error: ")
+
+
+def test_bad_replay_folder_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = main(["--headless", "--replay", str(tmp_path), "--seconds", "0.5"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.splitlines()[0] == f"mmg-live: replay {tmp_path}: SessionReader: {tmp_path}/session.json not found (not a session folder)"
+
+
+def test_demo_and_console_entry(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from mmg_live.cli import main; sys.exit(main())", "--demo", "--imu", "/dev/ttyACM0"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "mmg-live --demo will:" in proc.stdout and "--imu /dev/ttyACM0" in proc.stdout
