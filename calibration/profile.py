@@ -410,3 +410,21 @@ class CalibratedSource:
 
     def health(self) -> Health:
         return self._source.health()
+
+
+def synchronizer_offsets(profile: CalibrationProfile, streams: dict[str, str] | None = None) -> dict[str, float]:
+    """Per-stream offsets in the form ``mmg_live.live.buffer.Synchronizer`` takes (seconds *added*
+    to timestamps at read): ``-offset_s`` of each stream.
+
+    ``streams`` maps the live stream names to the name or modality to look up in the profile
+    (default: the profile's own stream names). Drift is not included: a Synchronizer offset is a
+    constant; devices that need drift correction wrap their chunks with :class:`ProfileApplier`.
+    """
+    if streams is None:
+        return {name: -o.offset_s for name, o in profile.time_offsets.items()}
+    out = {}
+    for live_name, key in streams.items():
+        off = profile.offset_for(key)
+        if off is not None:
+            out[live_name] = -off.offset_s
+    return out
