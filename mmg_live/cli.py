@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = p.add_argument_group("run")
     run.add_argument("--headless", action="store_true", help="no GUI: capture (and record) from the command line")
     run.add_argument("--record", metavar="DIR", help="record every source into this new session folder")
+    run.add_argument("--video-codec", choices=("ffv1", "mp4v", "mjpg"), default="ffv1",
+                     help="recorded video: ffv1 lossless (default, ~13 MB/s at 640x480x30) or mp4v/mjpg (lossy, small)")
     run.add_argument("--seconds", type=float, default=None, metavar="N", help="stop after N seconds")
     run.add_argument("--demo", action="store_true", help="show the demo plan (the GUI demo arrives with the GUI)")
     run.add_argument("--calibration", metavar="FILE", help="calibration profile (JSON); stored with recordings")
@@ -174,7 +176,7 @@ def _headless(args: argparse.Namespace, calibration: dict | None) -> int:
 
         devices = {src.name: _device_settings(src, label) for label, src in sources}
         try:
-            writer = SessionWriter(args.record, devices, calibration=calibration)
+            writer = SessionWriter(args.record, devices, calibration=calibration, video_codec=args.video_codec)
         except (OSError, ValueError) as exc:
             _err(f"--record {args.record}: {exc}")
             return 1

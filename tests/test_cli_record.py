@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from devices.base import Chunk
+from emulation_devices import pulse_server, socat_pair  # noqa: F401  (fixtures)
 from mmg_live.cli import main
 from mmg_live.live.recorder import SessionReader, SessionWriter
 
@@ -123,3 +124,88 @@ def test_demo_and_console_entry(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "mmg-live --demo will:" in proc.stdout and "--imu /dev/ttyACM0" in proc.stdout
+
+
+def test_headless_record_of_real_device_paths(
+    source_session: Path, tmp_path: Path, capsys: pytest.CaptureFixture, pulse_server, socat_pair, fsdd_dir  # noqa: F811
+) -> None:
+    """--mic (PulseAudio null sink playing a real FSDD recording) + --imu (socat pty) + --replay."""
+    import threading
+
+    import soundfile as sf
+    from scipy.signal import correlate, resample_poly
+
+    from emulation_devices import LineWriter
+
+    def imu_line(seq: int) -> tuple[bytes, bool]:
+        if seq % 25 == 13:
+            return b"#garbage!!\n", True
+        v = seq * 0.001
+        return f"{v:.3f},{-v:.3f},1.000,{seq % 7},0,{-seq % 5}\n".encode(), False
+
+    wav = fsdd_dir / "recordings" / "7_jackson_0.wav"
+    played, rate_in = sf.read(wav, dtype="float32")
+    lines = LineWriter(socat_pair.device, 100.0, imu_line, duration=4.0)
+    lines.start()
+    player = threading.Timer(0.8, pulse_server.play, args=(wav,))
+    player.start()
+    out_dir = tmp_path / "rec"
+    try:
+        rc = main(["--headless", "--mic", "--imu", f"{socat_pair.port}@115200", "--replay", str(source_session),
+                   "--record", str(out_dir), "--seconds", "2.5"])
+    finally:
+        player.join(10)
+        lines.stop_event.set()
+        lines.join(5)
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    rec = SessionReader(out_dir)
+    streams = rec.streams
+    assert {"mic", "imu", "imu_2", "audio", "video"} <= set(streams), streams  # replay's imu renamed
+    assert streams["mic"]["files"]["wav"] == "audio.wav" and streams["mic"]["rate"] == 16000
+
+    imu = rec.read("imu")
+    assert 150 <= len(imu.timestamps) <= 260, len(imu.timestamps)
+    seq = np.round(imu.data[:, 0] / 0.001).astype(int)
+    assert np.all(np.diff(seq) >= 1) and np.all(seq % 25 != 13)
+    np.testing.assert_allclose(imu.data[:, 3], seq % 7)
+    assert rec.counters["imu"]["bad_lines"] >= 4  # one garbage line in 25, counted, recorded in session.json
+    assert np.all(np.diff(imu.timestamps) > 0)
+
+    mic = rec.read("mic")
+    assert 1.8 * 16000 <= len(mic.timestamps) <= 2.6 * 16000
+    ref = resample_poly(played, 16000, int(rate_in)).astype(np.float64)
+    got = mic.data[:, 0].astype(np.float64)
+    xc = correlate(got, ref, mode="valid")
+    k = int(np.argmax(np.abs(xc)))
+    seg = got[k : k + len(ref)]
+    corr = float(np.dot(seg, ref) / (np.linalg.norm(seg) * np.linalg.norm(ref) + 1e-12))
+    assert corr > 0.8, corr
+    # the playback started ~0.8 s after launch: the recorded onset's timestamp says so
+    onset = mic.timestamps[k] - mic.timestamps[0]
+    assert 0.3 < onset < 1.8, onset
+
+
+def test_headless_record_of_remote_stream(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--remote: every stream the publisher announces is subscribed and recorded on the sender's clock."""
+    from devices.replay import ReplaySource
+    from devices.zmq_stream import ZmqPublisher
+
+    data = np.arange(60, dtype=np.float32).reshape(10, 6)
+    wrist = ReplaySource("wrist", "imu", 7.0 + np.arange(10) / 20, data, loop=True, speed=2.0)
+    pub = ZmqPublisher("tcp://127.0.0.1:*", beacon_interval=0.1)
+    pub.add_source(wrist)
+    wrist.start()
+    try:
+        rc = main(["--headless", "--remote", pub.endpoint, "--record", str(tmp_path / "rec"), "--seconds", "1.5"])
+    finally:
+        wrist.stop()
+        pub.close()
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    got = SessionReader(tmp_path / "rec").read("wrist")
+    assert len(got.timestamps) >= 15
+    assert np.all(np.diff(got.timestamps) > 0)
+    first = int(round(got.data[0, 0] / 6))
+    np.testing.assert_array_equal(got.data, data[(first + np.arange(len(got.data))) % 10])
+    assert "wrist" in out
