@@ -111,11 +111,12 @@ def _rise_onset(t: np.ndarray, d: np.ndarray, start: int, lo: float = 0.2, hi: f
     peak = d[i]
 
     def crossing(level: float, j: int) -> tuple[float, int]:
+        j = min(j, len(d) - 2)
         while j > 0 and d[j] > level:
             j -= 1
-        # d[j] <= level < d[j+1]
+        # d[j] <= level < d[j+1], except at the window's start
         span = d[j + 1] - d[j]
-        f = 0.0 if span <= 0 else (level - d[j]) / span
+        f = 0.0 if span <= 0 else min(max((level - d[j]) / span, 0.0), 1.0)
         return float(np.interp(j + f, np.arange(len(t)), t)), j
 
     t_hi, j = crossing(hi * peak, i)
