@@ -246,6 +246,8 @@ def _summary(started: list[tuple[str, Source]], writer: Any, elapsed: float, fol
         if writer is not None:
             line += f"  {n:>8} recorded  {rate:8.2f} Hz"
         line += f"  dropped {h.dropped}  bad_lines {h.bad_lines}  gaps {h.gaps}"
+        if w.get("rejected"):
+            line += f"  rejected {w['rejected']} ({w.get('error')})"
         if h.error:
             line += f"  error: {h.error}"
         print(line)

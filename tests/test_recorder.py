@@ -103,13 +103,24 @@ def test_refuses_to_overwrite_and_rejects_bad_input(tmp_path: Path) -> None:
     w = SessionWriter(tmp_path / "s")
     with pytest.raises(FileExistsError, match="session.json"):
         SessionWriter(tmp_path / "s")
-    w.write(Chunk("video", np.zeros(1), np.zeros((1, 4, 4, 3), np.float32), "cam"))
-    with pytest.raises(SessionError, match="video stream 'cam'.*uint8"):
-        w.flush()
+    # bad chunks are skipped and reported; the recording goes on
+    assert w.write(Chunk("video", np.zeros(1), np.zeros((1, 4, 4, 3), np.float32), "cam"))
+    w.write(Chunk("video", np.array([1.0]), np.zeros((1, 4, 4, 3), np.uint8), "cam"))
+    w.write(Chunk("video", np.array([2.0]), np.zeros((1, 8, 4, 3), np.uint8), "cam"))
+    w.write(Chunk("audio", np.array([3.0]), np.zeros((1, 1), np.float32), "cam"))
+    w.write(Chunk("video", np.array([4.0]), np.ones((1, 4, 4, 3), np.uint8), "cam"))
+    w.flush()
+    stats = w.stats()["cam"]
+    assert stats["samples"] == 2 and stats["rejected"] == 2
+    assert "changed frame size from [4, 4, 3] to [8, 4, 3]" in stats["error"]
+    meta = json.loads((tmp_path / "s" / "session.json").read_text())
+    assert meta["counters"]["cam"]["rejected"] == 1
+    assert "stream 'cam' is video but got a audio chunk" in meta["counters"]["cam"]["error"]
     with pytest.raises(ValueError, match="add_segment.*t0 <= t1"):
         w.add_segment("x", 2.0, 1.0)
-    with pytest.raises(SessionError):
-        w.close()
+    w.close()
+    assert not w.write(Chunk("video", np.array([5.0]), np.ones((1, 4, 4, 3), np.uint8), "cam"))  # closed
+    np.testing.assert_array_equal(SessionReader(tmp_path / "s").read("cam").timestamps, [1.0, 4.0])
 
 
 def test_background_flush_without_writes(tmp_path: Path) -> None:

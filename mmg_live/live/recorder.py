@@ -115,7 +115,8 @@ class _StreamWriter:
         self.last_time: float | None = None
         self.shape: list[int] | None = None
         self.dtype: str | None = None
-        self.dropped = 0
+        self.rejected = 0
+        self.error: str | None = None
 
     def write(self, chunk: Chunk) -> None:
         n = len(chunk.timestamps)
@@ -130,7 +131,7 @@ class _StreamWriter:
         self.last_time = float(chunk.timestamps[-1])
 
     def _write(self, chunk: Chunk) -> bool:
-        """Write a non-empty chunk; False when it was dropped (and counted in ``dropped``)."""
+        """Write a non-empty chunk (True); raise SessionError for a chunk the stream cannot take."""
         raise NotImplementedError
 
     def flush(self) -> None:
@@ -148,7 +149,8 @@ class _StreamWriter:
             "last_time": self.last_time,
             "shape": self.shape,
             "dtype": self.dtype,
-            "writer_dropped": self.dropped,
+            "rejected": self.rejected,
+            "error": self.error,
         }
 
 
@@ -195,10 +197,11 @@ class _VideoWriter(_StreamWriter):
             self.frame_shape = shape  # type: ignore[assignment]
             self.shape = list(shape)
             self.dtype = "uint8"
-        elif shape != self.frame_shape:
-            # One stream keeps one frame size; a resized camera needs a new stream.
-            self.dropped += len(data)
-            return False
+        elif shape != self.frame_shape:  # one stream keeps one frame size
+            raise SessionError(
+                f"SessionWriter: video stream {self.name!r} changed frame size from "
+                f"{list(self.frame_shape)} to {list(shape)}; those frames were skipped"
+            )
         h, w, c = shape
         rows = []
         for i in range(len(data)):
@@ -397,10 +400,18 @@ class SessionWriter:
 
     # ---- public API -------------------------------------------------------------------------
 
-    def write(self, chunk: Chunk) -> None:
-        """Queue a chunk for writing (thread-safe, returns at once). Usable as a Source callback."""
-        self._check()
+    def write(self, chunk: Chunk) -> bool:
+        """Queue a chunk for writing (thread-safe, returns at once). Usable as a Source callback.
+
+        Never raises, so a recording problem cannot break the capture thread that calls it:
+        returns False when the writer is closed or has failed (see :attr:`error`). A chunk the
+        stream cannot take (wrong dtype/shape/modality) is skipped and counted in the stream's
+        ``rejected`` count with its ``error`` message (``stats()`` and session.json).
+        """
+        if self._closed or self._error is not None:
+            return False
         self._queue.put(("chunk", chunk))
+        return True
 
     def add_segment(self, label: str, t0: float, t1: float) -> None:
         """Add a labelled time segment ``[t0, t1]`` (host-monotonic seconds) to the session."""
@@ -500,7 +511,7 @@ class SessionWriter:
                     self._flush_all()
                     continue
                 if kind == "chunk":
-                    self._writer_for(payload).write(payload)
+                    self._write_chunk(payload)
                     if host_now() - self.last_flush >= self.flush_interval:
                         self._flush_all()
                 elif kind == "flush":
@@ -525,6 +536,21 @@ class SessionWriter:
                     break
                 if kind == "flush":
                     payload.set()
+
+    def _write_chunk(self, chunk: Chunk) -> None:
+        try:
+            writer = self._writer_for(chunk)
+        except SessionError as exc:  # e.g. an audio chunk on a stream recorded as video
+            with self._meta_lock:
+                c = self._counters.setdefault(stream_key(chunk), {})
+                c["rejected"] = c.get("rejected", 0) + len(chunk.timestamps)
+                c["error"] = str(exc)
+            return
+        try:
+            writer.write(chunk)
+        except SessionError as exc:  # bad chunk for this stream: skip it, keep recording
+            writer.rejected += len(chunk.timestamps)
+            writer.error = str(exc)
 
     def _flush_all(self) -> None:
         for writer in self._writers.values():
