@@ -160,7 +160,11 @@ def detect_imu_taps(
     up = max(1, int(np.ceil(4000.0 / rate)))
     for g in groups:
         p = _first_peak(jerk, g)
-        first = int(g[0])  # the first jerk sample above threshold: the tap began before it
+        # the start of the jerk run that leads up to the peak: the tap began just before it
+        # (not the cluster's first sample, which may be earlier hand motion)
+        first = p
+        while first > 0 and jerk[first - 1] > max(threshold, 0.1 * jerk[p]):
+            first -= 1
         # Subtract the slow motion the tap rides on: a line fitted to the 50 ms before the tap
         # (stopping short of it, clear of the anti-alias filter's pre-ringing), extrapolated.
         b1 = max(first - 1 - int(0.005 * rate), 1)

@@ -189,17 +189,19 @@ def tap_recording(
     mic_drift_ppm: float = 0.0,
     with_video: bool = True,
     seed: int = 7,
+    trial: str = "a16_s2_t1",
+    speaker: str = "george",
 ) -> TapRecording:
     """A tapping session built from real signals, taps injected at known times.
 
-    * IMU, 200 Hz: UTD-MHAD ``a16_s2_t1`` (arm curl) upsampled 50→200 Hz (``resample_poly``) and
+    * IMU, 200 Hz: UTD-MHAD ``trial`` (default ``a16_s2_t1``, arm curl) upsampled 50→200 Hz (``resample_poly``) and
       looped back and forth; each tap adds :func:`imu_tap` along (0.3, 0.2, 0.93), generated at 8 kHz
       and brought to 200 Hz by ``resample_poly`` (a zero-phase anti-alias filter, like a sensor's
       low-pass, minus its delay). IMU timestamps are true time (the reference).
-    * microphone, 16 kHz: FSDD digits of ``george`` resampled 8→16 kHz, placed one after another
+    * microphone, 16 kHz: FSDD digits of ``speaker`` resampled 8→16 kHz, placed one after another
       with short pauses; each tap adds :func:`audio_click`. Its sample grid starts 0.137 s after the
       IMU's; timestamps = true time + ``mic_offset`` (+ ``mic_drift_ppm`` × elapsed time).
-    * camera, 30 fps: UTD-MHAD depth ``a16_s2_t1`` (millimetres) rendered to grey uint8 (near =
+    * camera, 30 fps: UTD-MHAD depth of the same ``trial`` (millimetres) rendered to grey uint8 (near =
       bright), looped back and forth; each tap lights a 120×120 patch (+90 grey) for 150 ms. Each
       frame integrates light over the frame period ending at its exposure end, so a frame
       straddling a tap holds that fraction of the flash. Timestamps = exposure end + ``camera_offset``.
@@ -209,7 +211,7 @@ def tap_recording(
     tap_abs = t0_host + np.asarray(taps if taps else (), dtype=np.float64)
 
     # IMU
-    base = load_inertial(utd_dir, "a16_s2_t1")
+    base = load_inertial(utd_dir, trial)
     up = resample_poly(base, 4, 1, axis=0, padtype="line")
     n_imu = int(duration_s * IMU_RATE)
     imu = up[_pingpong(len(up), n_imu)].copy()
@@ -227,7 +229,7 @@ def tap_recording(
     n_audio = int((duration_s - 0.2) * AUDIO_RATE)
     audio = np.zeros(n_audio)
     pos = int(0.1 * AUDIO_RATE)
-    files = sorted((fsdd_dir / "recordings").glob("*_george_*.wav"))
+    files = sorted((fsdd_dir / "recordings").glob(f"*_{speaker}_*.wav"))
     i = 0
     while pos < n_audio:
         x, sr = soundfile.read(files[(i * 7) % len(files)])
@@ -245,7 +247,7 @@ def tap_recording(
 
     # video
     if with_video:
-        depth = scipy.io.loadmat(utd_dir / "Depth" / "a16_s2_t1_depth.mat")["d_depth"]  # H×W×T uint16 mm
+        depth = scipy.io.loadmat(utd_dir / "Depth" / f"{trial}_depth.mat")["d_depth"]  # H×W×T uint16 mm
         mm = depth.astype(np.float32)
         grey = np.where(mm > 0, 150.0 - 130.0 * np.clip((mm - 500.0) / 3500.0, 0, 1), 0.0)
         n_vid = int((duration_s - 0.3) * VIDEO_FPS)

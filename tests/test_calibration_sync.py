@@ -44,6 +44,22 @@ def test_offsets_are_recovered_within_2_ms_audio_and_half_a_frame_video(taps):
     assert mic.spread_s < 0.001 and cam.spread_s < 0.005
 
 
+@pytest.mark.parametrize("trial, speaker, taps_s, cam_off, mic_off", [
+    ("a1_s1_t1", "jackson", (0.9, 1.8, 3.1, 3.8, 5.0), 0.180, -0.120),
+    ("a9_s2_t4", "nicolas", (1.2, 1.9, 2.7, 3.9, 4.6), -0.060, 0.150),
+    ("a13_s3_t2", "lucas", (0.8, 2.1, 2.9, 3.6, 4.9), 0.012, 0.004),  # boxing in the background
+])
+def test_offsets_on_other_real_backgrounds(utd_mhad_dir, fsdd_dir, trial, speaker, taps_s, cam_off, mic_off):
+    rec = tap_recording(utd_mhad_dir, fsdd_dir, taps=taps_s, duration_s=6.2, camera_offset=cam_off,
+                        mic_offset=mic_off, trial=trial, speaker=speaker)
+    result = estimate_offsets(_streams(rec))
+    mic, cam = result.offsets["microphone"], result.offsets["camera"]
+    print(f"{trial}/{speaker}: mic error {(mic.offset_s - mic_off) * 1e3:+.2f} ms, "
+          f"camera error {(cam.offset_s - cam_off) * 1e3:+.2f} ms")
+    assert mic.n_events >= 4 and abs(mic.offset_s - mic_off) < 0.002
+    assert cam.n_events >= 4 and abs(cam.offset_s - cam_off) < HALF_FRAME_S
+
+
 def test_no_taps_gives_a_clear_error_for_every_stream(utd_mhad_dir, fsdd_dir):
     rec = tap_recording(utd_mhad_dir, fsdd_dir, taps=())
     with pytest.raises(CalibrationError, match=r"^no tap events found in imu \(imu, 7\.0 s\)"):
