@@ -47,6 +47,11 @@ def _check(data: np.ndarray, rate: float, what: str) -> np.ndarray:
         raise CalibrationError(f"{what}: IMU data must be [n, 6] (accel g, gyro deg/s), got shape {arr.shape}")
     if not rate or rate <= 0:
         raise CalibrationError(f"{what}: sample rate must be positive, got {rate!r}")
+    if len(arr) and np.all(np.isnan(arr[:, 3:])):
+        # an accelerometer-only device (the serial source reports its gyro as NaN): calibrate the
+        # accelerometer; the gyro entries stay zero
+        arr = arr.copy()
+        arr[:, 3:] = 0.0
     if not np.all(np.isfinite(arr)):
         bad = int(np.argwhere(~np.isfinite(arr))[0][0])
         raise CalibrationError(f"{what}: non-finite IMU value at sample {bad}")

@@ -91,3 +91,17 @@ def test_missing_pose_and_no_still_period_are_clear_errors(utd_mhad_dir):
         find_still_period(rec.data[a:b], rec.rate)
     with pytest.raises(CalibrationError, match=r"\[n, 6\]"):
         calibrate_imu_recording(rec.data[:, :3], rec.rate)
+
+
+def test_accelerometer_only_device_is_calibrated_with_zero_gyro_entries(utd_mhad_dir):
+    rec = six_pose_recording(utd_mhad_dir)
+    data = rec.data.copy()
+    data[:, 3:] = np.nan  # how devices.imu_serial reports a 3-axis IMU
+    cal = calibrate_imu_recording(data, rec.rate).calibration
+    assert np.all(_rel(cal.accel_offset, rec.accel_offset) < 0.02)
+    assert np.all(_rel(cal.accel_scale, rec.accel_scale) < 0.02)
+    assert np.array_equal(cal.gyro_bias, np.zeros(3))
+    bad = rec.data.copy()
+    bad[100, 1] = np.nan
+    with pytest.raises(CalibrationError, match="non-finite IMU value at sample 100"):
+        calibrate_imu_recording(bad, rec.rate)
