@@ -145,6 +145,9 @@ def detect_imu_taps(
     if acc.ndim != 2 or acc.shape[1] < 3:
         raise CalibrationError(f"{stream}: IMU data must be [n, 6] (accel first), got shape {acc.shape}")
     acc = acc[:, :3]
+    if not np.all(np.isfinite(acc)):
+        bad = int(np.argwhere(~np.isfinite(acc))[0][0])
+        raise CalibrationError(f"{stream}: non-finite accelerometer value at sample {bad}")
     ts = np.asarray(timestamps, dtype=np.float64)
     if len(ts) != len(acc):
         raise CalibrationError(f"{stream}: {len(ts)} timestamps for {len(acc)} IMU samples")
@@ -205,6 +208,8 @@ def detect_audio_taps(
         x = x.mean(axis=1)
     if x.ndim != 1:
         raise CalibrationError(f"{stream}: audio must be [n] or [n, channels], got shape {np.shape(samples)}")
+    if not np.all(np.isfinite(x)):
+        raise CalibrationError(f"{stream}: non-finite audio sample at {int(np.argwhere(~np.isfinite(x))[0][0])}")
     ts = np.asarray(timestamps, dtype=np.float64)
     if len(ts) != len(x):
         raise CalibrationError(f"{stream}: {len(ts)} timestamps for {len(x)} audio samples")
