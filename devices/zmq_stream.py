@@ -117,6 +117,8 @@ class ZmqPublisher:
         beacon_interval: seconds between clock beacons.
         hwm: ZeroMQ send high-water mark (messages queued per subscriber before dropping).
         queue_size: chunks queued between capture threads and the sender before dropping.
+        linger_ms: how long ``close`` lets queued messages go out.
+        sources: Sources to publish from the start (see :meth:`add_source`).
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class ZmqPublisher:
         hwm: int = 1000,
         queue_size: int = 1000,
         linger_ms: int = 1000,
+        sources: Sequence[Source] = (),
         context: zmq.Context | None = None,
     ) -> None:
         self.ctx = context or zmq.Context.instance()
@@ -173,6 +176,8 @@ class ZmqPublisher:
             raise DeviceError(f"zmq publisher: cannot bind {bind}: {exc}") from exc
         self.endpoint: str = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sock = sock
+        for src in sources:  # in the catalogue before the first beacon
+            self.add_source(src)
         self._thread = threading.Thread(target=self._run, name="zmq-publisher", daemon=True)
         self._thread.start()
 
@@ -326,6 +331,8 @@ class RemoteSource(SourceBase):
         self._next_seq: int | None = None
         self._catalog: dict[str, dict] = {}
         self._start_error: str | None = None
+        self._missing: str | None = None
+        self._probe = False
 
     def start(self) -> None:
         """Connect, handshake (wait for a beacon) and start receiving; DeviceError on failure."""
@@ -334,12 +341,14 @@ class RemoteSource(SourceBase):
         self._stop.clear()
         self._ready.clear()
         self._start_error = None
+        self._missing = None
         self._thread = threading.Thread(target=self._run, name=f"zmq-sub:{self.name}", daemon=True)
         self._thread.start()
         if not self._ready.wait(self.connect_timeout):
             self.stop()
             raise DeviceError(
-                f"remote {self.endpoint}: no mmg-stream publisher answered within {self.connect_timeout:g} s"
+                self._missing
+                or f"remote {self.endpoint}: no mmg-stream publisher answered within {self.connect_timeout:g} s"
             )
         if self._start_error:
             self.stop()
@@ -385,6 +394,9 @@ class RemoteSource(SourceBase):
         self._last_beacon = arrived
         self._catalog = payload.get("streams", {})
         info = self._catalog.get(self.name)
+        if self._probe:
+            self._ready.set()
+            return
         with self._lock:
             self._health.clock_offset = min(self._offsets)
             self._health.connected = True
@@ -393,9 +405,11 @@ class RemoteSource(SourceBase):
                 self._health.nominal_rate = float(info.get("nominal_rate") or 0.0)
         if not self._ready.is_set():
             if info is None:
-                self._start_error = (
+                # the publisher may announce it later (devices still opening): keep waiting
+                self._missing = (
                     f"remote {self.endpoint}: publisher has no stream {self.name!r}; it has {sorted(self._catalog)}"
                 )
+                return
             elif self.modality and info["modality"] != self.modality:
                 self._start_error = (
                     f"remote {self.endpoint}: stream {self.name!r} is {info['modality']}, expected {self.modality}"
@@ -460,14 +474,13 @@ def open_remote(
         endpoint, BEACON_TOPIC.decode(), curve_server_key=curve_server_key, curve_secret=curve_secret,
         connect_timeout=timeout,
     )
+    probe._probe = True  # ready on the first beacon, whatever it lists
     try:
         probe.start()
-    except DeviceError as exc:
-        if not probe._catalog:
-            raise
-        del exc  # the probe's own "no such stream" is expected
     finally:
         probe.stop()
+    if not probe._catalog:
+        raise DeviceError(f"remote {endpoint}: the publisher announces no streams")
     return [
         RemoteSource(
             endpoint, name, modality=info["modality"], curve_server_key=curve_server_key,
@@ -612,23 +625,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if not factories:
         parser.error("nothing to publish: give --camera, --mic, --imu and/or --replay")
+    sources: list[Source] = []
+    for label, make in factories:
+        try:
+            sources.extend(make())
+        except Exception as exc:  # a missing device must not stop the others
+            msg = str(exc) if isinstance(exc, DeviceError) else f"{label}: {exc}"
+            print(f"mmg-stream: {msg}", file=sys.stderr)
+    unique_names(sources)
     try:
-        pub = ZmqPublisher(args.bind, curve_secret=args.curve_secret, curve_clients=args.curve_clients)
+        pub = ZmqPublisher(
+            args.bind, curve_secret=args.curve_secret, curve_clients=args.curve_clients, sources=sources
+        )
     except DeviceError as exc:
         print(f"mmg-stream: {exc}", file=sys.stderr)
         return 1
     started: list[Source] = []
     try:
-        sources: list[Source] = []
-        for label, make in factories:
-            try:
-                sources.extend(make())
-            except Exception as exc:  # a missing device must not stop the others
-                msg = str(exc) if isinstance(exc, DeviceError) else f"{label}: {exc}"
-                print(f"mmg-stream: {msg}", file=sys.stderr)
-        unique_names(sources)
-        for src in sources:
-            pub.add_source(src)
         print(f"mmg-stream: publishing on {pub.endpoint}: {', '.join(s.name for s in sources) or 'nothing'}", flush=True)
         if args.wait_subscriber > 0 and not pub.wait_for_subscribers(1, args.wait_subscriber):
             print(f"mmg-stream: no subscriber within {args.wait_subscriber:g} s; starting anyway", file=sys.stderr)

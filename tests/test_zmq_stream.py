@@ -124,7 +124,13 @@ def test_publisher_of_sources_and_discovery(tmp_path: Path) -> None:
         np.testing.assert_allclose(np.diff(got_ts), np.diff(ts) / 20.0, atol=1e-9)
         assert remote.health().nominal_rate == pytest.approx(100 * 20.0, rel=1e-6)
         with pytest.raises(DeviceError, match="publisher has no stream 'nope'; it has \\['wrist'\\]"):
-            RemoteSource(pub.endpoint, "nope", connect_timeout=5.0).start()
+            RemoteSource(pub.endpoint, "nope", connect_timeout=0.5).start()
+        # a stream announced after the subscriber started waiting is picked up
+        late = RemoteSource(pub.endpoint, "late", connect_timeout=5.0)
+        threading.Timer(0.3, pub.announce, args=("late", "audio", 8000.0)).start()
+        late.start()
+        assert late.modality == "audio" and late.health().nominal_rate == 8000.0
+        late.stop()
         remote.stop()
     finally:
         pub.close()
