@@ -184,6 +184,8 @@ class RateSmoother:
         nominal_rate: samples per second the device claims.
         gap_threshold_s: lateness that counts as a gap (default: max(0.1 s, 10 periods)).
         window_s, bucket_s: passed to :class:`ClockFit`.
+        max_slew: when the fit moves, stamps walk onto it by at most this fraction of a
+            period per sample (no jumps, no squeezed samples); gaps still jump.
     """
 
     def __init__(
@@ -192,6 +194,7 @@ class RateSmoother:
         gap_threshold_s: float | None = None,
         window_s: float = 30.0,
         bucket_s: float = 0.5,
+        max_slew: float = 0.1,
     ) -> None:
         if not (nominal_rate > 0 and math.isfinite(nominal_rate)):
             raise ValueError(f"RateSmoother: nominal_rate must be a positive number, got {nominal_rate!r}")
@@ -200,6 +203,8 @@ class RateSmoother:
         self._fit = ClockFit(window_s=window_s, bucket_s=max(bucket_s, 4 * self.period), reset_threshold_s=math.inf)
         self._k = 0
         self._last_out: float | None = None
+        self._jump = False
+        self.max_slew = max_slew
         self.gaps = 0
         self.last_gap_s = 0.0
         self.total_gap_s = 0.0
@@ -208,6 +213,13 @@ class RateSmoother:
     def drift_ppm(self) -> float:
         """How much faster (+) or slower (−) than nominal the stream runs, in ppm of its period."""
         return self._fit.drift_ppm
+
+    def restart(self) -> None:
+        """Start a new run at the next sample (the caller knows samples were lost); the gap
+        is not counted here."""
+        self._fit.reset()
+        self._k = 0
+        self._jump = True
 
     def stamp(self, n: int, host_t: float) -> np.ndarray:
         """Timestamps for ``n`` samples whose last one was received at ``host_t``."""
@@ -221,15 +233,25 @@ class RateSmoother:
                 self.gaps += 1
                 self.last_gap_s = late
                 self.total_gap_s += late
-                self._fit.reset()
-                self._k = 0
+                self.restart()
                 last_dev = (n - 1) * self.period
         self._fit.update(last_dev, host_t)
         dev = (self._k + np.arange(n)) * self.period
         ts = np.minimum(self._fit.to_host(dev), host_t)
         if self._last_out is not None:
-            # A refit may move the line by a hair: keep the stream strictly increasing.
+            if not self._jump:
+                # A refit moves the line: walk onto it by at most max_slew of a period per
+                # sample instead of jumping, so spacing stays within (1 ± max_slew) periods.
+                e = ts[0] - (self._last_out + self.period)
+                step = self.max_slew * self.period
+                if e < 0:
+                    # ...faster when needed to keep the last sample before its receive time.
+                    slack = host_t - ts[-1]
+                    step = min(max(step, (-e - slack) / n), 0.9 * self.period)
+                ts = ts - np.sign(e) * np.maximum(0.0, abs(e) - step * (1 + np.arange(n)))
+                ts = np.minimum(ts, host_t)
             ts = np.maximum(ts, self._last_out + 1e-6 * (1 + np.arange(n)))
+        self._jump = False
         self._k += n
         self._last_out = float(ts[-1])
         return ts

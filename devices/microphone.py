@@ -1,12 +1,22 @@
 """Microphone capture through PortAudio (``sounddevice.InputStream``).
 
-Timestamps come from PortAudio's ``inputBufferAdcTime`` (when the first sample of a block
-hit the converter), mapped from the stream clock onto the host clock with a
-:class:`devices.clock.ClockFit` fed by (``currentTime``, ``host_now()``) pairs taken in every
-callback. Consecutive blocks are kept sample-continuous (spacing exactly 1/samplerate) while
-the observed time is within ``continuity_tol_s``; the small remaining error is slewed out, and
-a larger jump (overflow, device hiccup) starts a new run and counts a gap and the dropped
-samples.
+Every sample gets a host-monotonic timestamp. Two timing modes:
+
+* ``timing="callback"`` (default): sample ``k`` of a run is stamped from the lower envelope
+  of the callback times against the sample count (:class:`devices.clock.RateSmoother`): the
+  callback time is a hard upper bound for the block's last sample, and the envelope follows
+  the earliest deliveries, so bursty delivery does not shift the stamps and the spacing is
+  1/samplerate (drift absorbed by the fit).
+* ``timing="adc"``: PortAudio's ``inputBufferAdcTime``, mapped from the stream clock onto the
+  host clock with a :class:`devices.clock.ClockFit` fed by (``currentTime``, ``host_now()``)
+  pairs, kept sample-continuous and slewed; a block that would end after its callback is
+  moved back (``extra["clamped_blocks"]``).
+
+Measured through PulseAudio, the ADC time jitters by a few ms and is sometimes later than
+the callback itself (which no sample can be), hence the default. In both modes the ADC clock
+detects discontinuities: a block starting more than ``continuity_tol_s`` after the previous
+one ended, or an ``input_overflow``, starts a new run and counts a gap and the dropped
+samples. ``extra["input_latency_s"]`` is PortAudio's reported input latency.
 
 ``sounddevice`` is imported lazily: PortAudio lists devices when it is initialised, so a sound
 server started after this module was imported is still seen.
@@ -21,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from devices.base import Chunk, DeviceError, SourceBase, host_now
-from devices.clock import ClockFit, RateMeter
+from devices.clock import ClockFit, RateMeter, RateSmoother
 
 
 def _sounddevice():
@@ -70,6 +80,7 @@ class MicrophoneSource(SourceBase):
             half a block, at least 5 ms).
         queue_s: audio buffered between the PortAudio callback and the capture thread; when
             subscribers fall further behind, blocks are dropped and counted.
+        timing: ``"callback"`` or ``"adc"`` (see the module docstring).
     """
 
     modality = "audio"
@@ -85,10 +96,14 @@ class MicrophoneSource(SourceBase):
         latency: str | float = "low",
         continuity_tol_s: float | None = None,
         queue_s: float = 2.0,
+        timing: str = "callback",
     ) -> None:
         super().__init__(name)
         if samplerate <= 0 or channels <= 0:
             raise ValueError(f"microphone: samplerate and channels must be positive, got {samplerate}, {channels}")
+        if timing not in ("callback", "adc"):
+            raise ValueError(f"microphone: timing must be 'callback' or 'adc', got {timing!r}")
+        self.timing = timing
         self.device = device
         self.samplerate = int(samplerate)
         self.channels = int(channels)
@@ -101,11 +116,17 @@ class MicrophoneSource(SourceBase):
         self._fit = ClockFit(window_s=60.0, bucket_s=0.5)
         self._meter = RateMeter()
         self._next_t: float | None = None
+        self._next_adc: float | None = None
+        block_s = self.blocksize / self.samplerate
+        self._smoother = RateSmoother(self.samplerate, gap_threshold_s=max(0.05, 2.5 * block_s))
         self._overflows = 0
         self._adc_missing = False
+        self._input_latency = 0.0
+        self._clamped = 0
         with self._lock:
             self._health.nominal_rate = float(self.samplerate)
-            self._health.extra.update(device=device, overflows=0, timing="adc", last_gap_s=0.0)
+            self._health.extra.update(device=device, overflows=0, timing=timing, last_gap_s=0.0,
+                                      input_latency_s=0.0, clamped_blocks=0)
 
     def _label(self) -> str:
         return f"microphone {self.device if self.device is not None else 'default'}"
@@ -115,6 +136,8 @@ class MicrophoneSource(SourceBase):
         if self._stream is not None:
             return
         sd = _sounddevice()
+        self._next_t = self._next_adc = None
+        self._smoother.restart()
         try:
             stream = sd.InputStream(
                 device=self.device, samplerate=self.samplerate, channels=self.channels,
@@ -155,53 +178,79 @@ class MicrophoneSource(SourceBase):
     # PortAudio's thread: only timestamp and hand over; no subscriber code runs here.
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         now = host_now()
+        sr = self.samplerate
         stream_now = float(time_info.currentTime)
         adc = float(time_info.inputBufferAdcTime)
+        adc_t0: float | None = None
         if stream_now > 0 and adc > 0:
             self._fit.update(stream_now, now)
-            t0 = float(self._fit.to_host(adc))
+            adc_t0 = float(self._fit.to_host(adc))
+            self._input_latency = stream_now - adc
         else:
-            # This host API gives no ADC time: the block ended about now.
             self._adc_missing = True
-            t0 = now - frames / self.samplerate
-        dropped = gap = 0
-        if self._next_t is not None:
-            err = t0 - self._next_t
-            if abs(err) <= self.continuity_tol_s:
-                t0 = self._next_t + 0.05 * err  # slew: follows drift, keeps spacing ~1/rate
-            elif err > 0:
-                gap, dropped = 1, int(round(err * self.samplerate))
-            else:
-                t0 = self._next_t  # time cannot run backwards within one stream
-        self._next_t = t0 + frames / self.samplerate
+        # A discontinuity: the ADC clock says this block does not follow the previous one.
+        gap_s = 0.0
+        if adc_t0 is not None and self._next_adc is not None:
+            err = adc_t0 - self._next_adc
+            if err > self.continuity_tol_s:
+                gap_s = err
         if status.input_overflow:
             self._overflows += 1
+            gap_s = max(gap_s, 1.0 / sr)
+        self._next_adc = None if adc_t0 is None else adc_t0 + frames / sr
+        if self.timing == "adc" and adc_t0 is not None:
+            ts = self._adc_stamps(adc_t0, frames, now, gap_s > 0)
+        else:
+            if gap_s > 0:
+                self._smoother.restart()
+            ts = self._smoother.stamp(frames, now)
+            if self._smoother.gaps:  # late by more than its threshold: a hole it saw itself
+                gap_s = max(gap_s, self._smoother.last_gap_s)
+                self._smoother.gaps = 0
         try:
-            self._queue.put_nowait((t0, indata.copy(), dropped, gap, err if gap else 0.0))
+            self._queue.put_nowait((ts, indata.copy(), gap_s))
         except queue.Full:
             with self._lock:
                 self._health.dropped += frames
+
+    def _adc_stamps(self, t0: float, frames: int, now: float, discontinuity: bool) -> np.ndarray:
+        sr = self.samplerate
+        if self._next_t is not None and not discontinuity:
+            err = t0 - self._next_t
+            # Slew: follows drift; at most half a sample per block keeps the spacing
+            # within 1/rate ± 0.5/rate, so time never stalls or runs backwards.
+            limit = 0.5 / sr
+            t0 = self._next_t + min(max(0.05 * err, -limit), limit)
+        # No sample is stamped after the callback received it (the ADC time is an estimate).
+        latest = now - (frames - 1) / sr
+        if t0 > latest:
+            t0 = latest
+            self._clamped += 1
+        if self._next_t is not None:
+            t0 = max(t0, self._next_t - 0.5 / sr)  # and time never runs backwards
+        self._next_t = t0 + frames / sr
+        return t0 + np.arange(frames, dtype=np.float64) / sr
 
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            t0, data, dropped, gap, gap_s = item
-            n = len(data)
-            ts = t0 + np.arange(n, dtype=np.float64) / self.samplerate
+            ts, data, gap_s = item
             with self._lock:
                 h = self._health
-                h.dropped += dropped
-                h.gaps += gap
-                if gap:
+                if gap_s > 0:
+                    h.gaps += 1
+                    h.dropped += int(round(gap_s * self.samplerate))
                     h.extra["last_gap_s"] = gap_s
                 h.extra["overflows"] = self._overflows
-                h.extra["timing"] = "host" if self._adc_missing else "adc"
+                h.extra["input_latency_s"] = self._input_latency
+                h.extra["clamped_blocks"] = self._clamped
+                h.extra["timing"] = "callback" if (self.timing == "callback" or self._adc_missing) else "adc"
                 h.clock_offset = self._fit.offset
                 h.clock_drift_ppm = self._fit.drift_ppm
                 h.late += int(host_now() - ts[-1] > 0.5)
-            self._meter.add(float(ts[-1]), n)
+            self._meter.add(float(ts[-1]), len(ts))
             with self._lock:
                 self._health.measured_rate = self._meter.rate()
             self._emit(Chunk("audio", ts, data, self.name))

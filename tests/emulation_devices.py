@@ -82,6 +82,27 @@ class PulseServer:
              "--format=s16le", "--raw"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
 
+    def warm_up(self, timeout: float = 8.0) -> float:
+        """Record until the input latency PortAudio reports falls below 0.1 s.
+
+        Right after the daemon starts, the first capture streams sit on up to ~0.6 s of stale
+        buffer (and their ADC times are unreliable); later streams see ~20 ms. Returns the
+        last latency seen."""
+        import sounddevice as sd
+
+        latency = [float("inf")]
+
+        def callback(indata, frames, time_info, status):
+            latency[0] = time_info.currentTime - time_info.inputBufferAdcTime
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with sd.InputStream(samplerate=16000, channels=1, blocksize=320, callback=callback):
+                time.sleep(0.5)
+            if latency[0] < 0.1:
+                return latency[0]
+        raise TimeoutError(f"PulseAudio capture latency still {latency[0]:.3f} s after {timeout} s")
+
     def _ready(self) -> bool:
         return subprocess.run(["pactl", "info"], env=self.env, capture_output=True, timeout=5).returncode == 0
 
@@ -116,6 +137,7 @@ def pulse_server() -> Iterator[PulseServer]:
         os.environ["PULSE_SERVER"] = server.env["PULSE_SERVER"]
         os.environ["PULSE_COOKIE"] = server.env["PULSE_COOKIE"]
         _reinit_portaudio()
+        server.warm_up()
         yield server
     finally:
         server.stop()
