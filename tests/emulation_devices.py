@@ -270,3 +270,63 @@ def write_ffv1_avi(path: Path, frames: int, fps: float, height: int = 48, width:
         writer.write(cv2.cvtColor(frame_pattern(i, height, width), cv2.COLOR_RGB2BGR))
     writer.release()
     return path
+
+
+def mjpeg_level(i: int) -> int:
+    """Grey level of MJPEG test frame ``i`` (steps of 5, so frames 0-49 are told apart)."""
+    return (i % 50) * 5
+
+
+class MjpegServer:
+    """A live network camera: MJPEG over HTTP on 127.0.0.1, paced at ``fps`` by the server.
+    Frame ``i`` (counted from the first frame sent to a client) is a flat grey of level
+    ``mjpeg_level(i)`` (flat, so JPEG keeps it exact to a level or two)."""
+
+    def __init__(self, fps: float = 20.0, height: int = 48, width: int = 64) -> None:
+        import http.server
+
+        self.fps, self.height, self.width = fps, height, width
+        self.sent = 0
+        self.stopping = threading.Event()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+            def do_GET(self) -> None:
+                import cv2
+
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                t0 = time.monotonic()
+                i = 0
+                while not server.stopping.is_set():
+                    delay = t0 + i / server.fps - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    bgr = np.full((server.height, server.width, 3), mjpeg_level(i), np.uint8)
+                    jpg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+                    try:
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                         + str(len(jpg)).encode() + b"\r\n\r\n" + jpg + b"\r\n")
+                    except (BrokenPipeError, ConnectionResetError):
+                        return
+                    server.sent = i + 1
+                    i += 1
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/stream.mjpg"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name="mjpeg-server")
+
+    def __enter__(self) -> "MjpegServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=3.0)
