@@ -13,7 +13,8 @@ Emitted data is always ``[n, 6]`` float32: accel x,y,z in g then gyro x,y,z in d
 never a fake zero); ``health().extra["axes"]`` is 3 or 6.
 
 A device timestamp column (µs, ms or s: detected from its increments against the nominal
-rate or the arrival rate, or set with ``time_unit=``) is mapped onto the host clock with
+rate or the arrival rate, or set with ``time_unit=``; 32-bit counter wrap-around is
+followed) is mapped onto the host clock with
 :class:`devices.clock.ClockFit`; without one, host receive times are smoothed against the
 rate with :class:`devices.clock.RateSmoother`.
 
@@ -89,6 +90,10 @@ def _split(line: str, delimiter: str | None) -> list[str]:
     return [t.strip() for t in line.split(delimiter)]
 
 
+def _pairs(line: str) -> dict[str, str]:
+    return dict(t.split(":", 1) for t in re.split(r"[\s,;]+", line) if t)
+
+
 def _guess_delimiter(line: str) -> str | None:
     for d in (",", "\t", ";"):
         if d in line:
@@ -129,7 +134,8 @@ class LineFormat:
         """One line for the GUI/health: e.g. ``csv t[ms],ax,ay,az,gx,gy,gz``."""
         unit = {1.0: "s", 1e-3: "ms", 1e-6: "us"}.get(self.time_unit or 0.0, "")
         if self.kind == "pairs":
-            return "pairs " + " ".join(c.split("=", 1)[0] + (f"[{unit}]" if c.endswith("=t") else "") for c in self.columns)
+            keys = (c.split("=", 1)[0] + (f"[{unit}]" if c.endswith("=t") else "") for c in self.columns)
+            return "pairs " + " ".join(keys)
         name = {",": "csv", "\t": "tsv", ";": "semicolon", None: "space"}[self.delimiter]
         cols = ",".join((c + (f"[{unit}]" if c == TIME else "")) if c else "_" for c in self.columns)
         return f"{name} {cols}" + (" (header)" if self.header else "")
@@ -267,7 +273,7 @@ def detect_format(
             unit = None
             if any(n == TIME for _, n, _ in named):
                 key = next(k for k, n, _ in named if n == TIME)
-                ticks = np.array([float(dict(t.split(":", 1) for t in re.split(r"[\s,;]+", lines[i]) if t)[key]) for i in idx])
+                ticks = np.array([float(_pairs(lines[i])[key]) for i in idx])
                 unit = _choose_time_unit(ticks, host[idx], nominal_rate, hint)
             return LineFormat("pairs", cols, None, unit)
         _, delim, n = sig
@@ -341,6 +347,8 @@ class ImuLineParser:
         if columns is not None:
             self.format = self._format_from_columns(list(columns), delimiter, kind)
         self._pending: list[tuple[str, float]] = []
+        self._last_ticks: float | None = None
+        self._wrap = 0
         self.bad_lines = 0
         self.last_bad: str | None = None
         self.undetected = False  # True once give_up_after lines came without a usable format
@@ -413,6 +421,12 @@ class ImuLineParser:
         if not np.all(np.isfinite(values[present])):
             self._bad(line, "non-finite value")
             return []
+        if ticks is not None and fmt.time_unit in (1e-3, 1e-6):
+            # 32-bit micros()/millis() counters wrap (every 71.6 min in µs): keep counting.
+            if self._last_ticks is not None and ticks < self._last_ticks - 2**31:
+                self._wrap += 2**32
+            self._last_ticks = ticks
+            ticks += self._wrap
         device_t = ticks * fmt.time_unit if (ticks is not None and fmt.time_unit) else None
         return [Sample(host_t, device_t, (values * self._scale))]
 

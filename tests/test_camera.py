@@ -4,7 +4,6 @@ stream; errors for a missing camera or file."""
 from __future__ import annotations
 
 import threading
-import time
 
 import cv2
 import numpy as np

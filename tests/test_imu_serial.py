@@ -107,6 +107,13 @@ def test_override_columns_and_bad_lines_counted_with_reasons():
         ImuLineParser(accel_unit="furlongs")
 
 
+def test_32bit_microsecond_counter_wraps_forward():
+    parser = ImuLineParser(columns=["t_us", "ax", "ay", "az"])
+    ticks = [2**32 - 10_000, 2**32 - 5_000, 0, 5_000]  # micros() wraps after 71.6 min
+    _, dev = _feed_all(parser, [f"{t},0,0,1" for t in ticks])
+    np.testing.assert_allclose(np.diff(dev), [0.005, 0.005, 0.005], atol=1e-9)
+
+
 def test_garbage_before_detection_is_counted_not_lost():
     lines = ["garbage ###", "0.1,0.2", "1,2,3,4,5,6", "@@", "2,2,3,4,5,6", "3,2,3,4,5,6", "4,2,3,4,5,6", "5,2,3,4,5,6"]
     parser = ImuLineParser()
