@@ -209,6 +209,8 @@ def _headless(args: argparse.Namespace, calibration: dict | None) -> int:
                 if all(s.health().extra.get("state") == "finished" for _, s in started):
                     break  # only replays, all played out
                 if writer is not None and now >= next_counters:
+                    if writer.error is not None:
+                        break  # reported below, when closing
                     _update_counters(writer, started)
                     next_counters = now + 1.0
                 stopper.event.wait(0.05 if deadline is None else max(0.0, min(0.05, deadline - now)))
@@ -218,10 +220,17 @@ def _headless(args: argparse.Namespace, calibration: dict | None) -> int:
                     src.stop()
                 except Exception as exc:
                     _err(f"{src.name}: stopping failed: {exc}")
+            failed = None
             if writer is not None:
                 _update_counters(writer, started)
-                writer.close()
+                try:
+                    writer.close()
+                except RuntimeError as exc:  # SessionError: disk full, folder removed, ...
+                    failed = str(exc)
     _summary(started, writer, host_now() - t_start, args.record)
+    if failed:
+        _err(f"recording failed: {failed}; what was written before is in {args.record}")
+        return 1
     return 0
 
 

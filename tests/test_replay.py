@@ -85,7 +85,8 @@ def test_replay_reproduces_samples_and_relative_timing(tmp_path: Path) -> None:
     assert max(anchors) - min(anchors) < 1e-9
     assert t_start - 0.01 <= anchors[0] <= t_start + 0.1  # rebased onto the host clock
     audio_chunks = cols["audio"].chunks
-    assert len(audio_chunks[0].timestamps) == 256  # recorded blocks are kept
+    sizes = np.array([len(c.timestamps) for c in audio_chunks])
+    assert np.all(sizes % 256 == 0) and np.median(sizes) == 256  # recorded blocks kept (merged only when late)
     h = next(s for s in sources if s.name == "audio").health()
     assert h.extra["state"] == "finished" and h.extra["finished"] and not h.connected
     assert h.samples == 8000 and h.nominal_rate == pytest.approx(80000)
