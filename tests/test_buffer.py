@@ -86,8 +86,9 @@ def test_out_of_order_and_duplicates_are_dropped_and_counted() -> None:
     _, ts = _all(buf)
     np.testing.assert_array_equal(ts, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     assert buf.dropped_out_of_order == 2 + 2 + 1
-    with pytest.raises(ValueError, match=r"StreamBuffer\(imu\).*shape"):
-        buf.append(Chunk("imu", np.array([7.0]), np.zeros((1, 3))))
+    assert buf.append(Chunk("imu", np.array([7.0]), np.zeros((1, 3)))) == 0  # wrong shape: skipped, not raised
+    assert buf.rejected == 1 and "StreamBuffer(imu): chunk samples have shape (3,), expected (6,)" == buf.error
+    assert buf.stats()["held"] == 6
 
 
 def test_append_is_o_chunk_structurally() -> None:

@@ -74,17 +74,27 @@ class StreamBuffer:
         self.copied = 0  # sample slots written (== appended: O(chunk) per append)
         self.dropped_out_of_order = 0
         self.dropped_overflow = 0  # samples of one chunk beyond capacity (oldest ones discarded)
+        self.rejected = 0  # samples of chunks whose sample shape did not match
+        self.error: str | None = None  # why the last chunk was rejected
 
     # ---- writing ----------------------------------------------------------------------------
 
     def append(self, chunk: Chunk) -> int:
-        """Copy a chunk's samples into the ring; returns how many were stored. Usable as a Source callback."""
+        """Copy a chunk's samples into the ring; returns how many were stored. Usable as a Source callback.
+
+        Never raises for bad data: a chunk whose sample shape does not match is skipped and
+        counted in ``rejected`` with the reason in ``error``.
+        """
         ts = np.asarray(chunk.timestamps, dtype=np.float64)
         data = np.asarray(chunk.data)
         if data.shape[1:] != self.sample_shape:
-            raise ValueError(
-                f"StreamBuffer({self.name}): chunk samples have shape {data.shape[1:]}, expected {self.sample_shape}"
-            )
+            # never raise into the capture thread that calls us: count, remember, skip
+            with self._lock:
+                self.rejected += len(ts)
+                self.error = (
+                    f"StreamBuffer({self.name}): chunk samples have shape {data.shape[1:]}, expected {self.sample_shape}"
+                )
+            return 0
         n = len(ts)
         if n == 0:
             return 0
@@ -190,13 +200,14 @@ class StreamBuffer:
         return self.window(t - seconds, np.nextafter(t, math.inf))
 
     def stats(self) -> dict:
-        """Counters: appended, copied, dropped_out_of_order, dropped_overflow, held, capacity."""
+        """Counters: appended, copied, dropped_out_of_order, dropped_overflow, rejected, held, capacity."""
         with self._lock:
             return {
                 "appended": self.appended,
                 "copied": self.copied,
                 "dropped_out_of_order": self.dropped_out_of_order,
                 "dropped_overflow": self.dropped_overflow,
+                "rejected": self.rejected,
                 "held": self._count,
                 "capacity": self.capacity,
             }
