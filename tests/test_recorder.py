@@ -86,6 +86,11 @@ def test_round_trip_exact(tmp_path: Path) -> None:
     assert {k: v["samples"] for k, v in rep.items()} == {"video": 40, "cam2": 40, "audio": 16000, "imu": 60}
     assert not any(v["truncated"] for v in rep.values())
     assert r.closed and r.segments[0]["label"] == "wave"
+    part = SessionReader(tmp_path / "s").read_range("video", 100.2, 100.5)
+    sel = (ref["t_color"] >= 100.2) & (ref["t_color"] <= 100.5)
+    np.testing.assert_array_equal(part.timestamps, ref["t_color"][sel])
+    np.testing.assert_array_equal(part.data, ref["color"][sel])
+    np.testing.assert_array_equal(r.read_range("imu", 100.2, 100.5).data, ref["imu"][(ref["t_imu"] >= 100.2) & (ref["t_imu"] <= 100.5)])
     chunks = list(r.chunks("audio"))
     assert len(chunks) == 16 and chunks[0].modality == "audio" and chunks[0].stream == "audio"
 
@@ -250,3 +255,20 @@ def test_kill9_recovers_everything_older_than_one_second(tmp_path: Path) -> None
         else:
             np.testing.assert_array_equal(got.data[:, 3], idx * 0.25)
         assert all(got.timestamps[k] == pytest.approx(t, abs=1e-9) for k, t in logged_t.items() if k < len(got.timestamps))
+
+
+def test_video_segments_and_range_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = _video_frames(30, 16, 16, 3, 9)
+    ts = 5.0 + np.arange(30) / 10
+    with SessionWriter(tmp_path / "s") as w:
+        for i in range(0, 30, 3):
+            w.write(Chunk("video", ts[i : i + 3], frames[i : i + 3]))
+            w.flush()  # every flush closes the open segment
+    assert len(list((tmp_path / "s" / "video").iterdir())) == 10
+    decoded: list[str] = []
+    orig = SessionReader._decode
+    monkeypatch.setattr(SessionReader, "_decode", staticmethod(lambda p, c, n: decoded.append(p.name) or orig(p, c, n)))
+    part = SessionReader(tmp_path / "s").read_range("video", 5.95, 6.35)
+    assert decoded == ["000003.mkv", "000004.mkv"]  # frames 9..14 live there
+    np.testing.assert_array_equal(part.timestamps, ts[10:14])
+    np.testing.assert_array_equal(part.data, frames[10:14])

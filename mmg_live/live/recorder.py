@@ -749,6 +749,21 @@ class SessionReader:
         self._cache[stream] = data
         return data
 
+    def read_range(self, stream: str, t0: float, t1: float) -> StreamData:
+        """The samples of one stream with ``t0 <= t <= t1`` (not cached).
+
+        Video decodes only the segments overlapping the range, so a labelled segment of a long
+        session is cheap to read; audio and IMU are read whole (cached) and sliced.
+        """
+        info = self.streams.get(stream)
+        if info is None:
+            raise SessionError(f"SessionReader: {self.folder} has no stream {stream!r}; it has {sorted(self.streams)}")
+        if info.get("modality") == "video" and stream not in self._cache:
+            return self._read_video(stream, info, [], t0, t1)
+        full = self.read(stream)
+        mask = (full.timestamps >= t0) & (full.timestamps <= t1)
+        return StreamData(full.name, full.modality, full.timestamps[mask], full.data[mask], full.rate)
+
     def chunks(self, stream: str) -> Iterator[Chunk]:
         """One stream as Chunks (see :meth:`StreamData.chunks`)."""
         return self.read(stream).chunks()
@@ -822,7 +837,9 @@ class SessionReader:
         ts = np.concatenate(ts_parts) if ts_parts else np.zeros(0)
         return StreamData(name, "audio", ts, samples[:total], float(rate) if rate else None, blocks)
 
-    def _read_video(self, name: str, info: dict, notes: list[str]) -> StreamData:
+    def _read_video(
+        self, name: str, info: dict, notes: list[str], t0: float = -np.inf, t1: float = np.inf
+    ) -> StreamData:
         files = info["files"]
         ts_name = files["timestamps"]
         header, lines, partial = _read_csv_lines(self.folder / ts_name)
@@ -839,13 +856,16 @@ class SessionReader:
         seg_ids = rows[:, 1].astype(int) if len(rows) else np.zeros(0, int)
         for seg in sorted(set(seg_ids.tolist())):
             seg_ts = rows[seg_ids == seg, 2]
+            if seg_ts[-1] < t0 or seg_ts[0] > t1:
+                continue  # a time-range read decodes only the segments it needs
             path = self.folder / files["segments_dir"] / f"{seg:06d}{ext}"
             decoded = self._decode(path, channels, len(seg_ts))
             if len(decoded) < len(seg_ts):
                 notes.append(f"{path.relative_to(self.folder)}: {len(decoded)} of {len(seg_ts)} frames readable")
             n = min(len(decoded), len(seg_ts))
-            frames.extend(decoded[:n])
-            times.append(seg_ts[:n])
+            keep = [k for k in range(n) if t0 <= seg_ts[k] <= t1]
+            frames.extend(decoded[k] for k in keep)
+            times.append(seg_ts[keep])
         if frames:
             data = np.stack(frames)
         else:
