@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from devices.base import Chunk, host_now
-from mmg_live.live.recorder import SessionError, SessionReader, SessionWriter
+from mmg_live.live.recorder import SessionReader, SessionWriter
 
 REPO = Path(__file__).resolve().parent.parent
 
