@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--remote", metavar="ENDPOINT", action="append", default=[],
                      help="subscribe to every stream of an mmg-stream publisher (repeatable)")
     src.add_argument("--curve-server-key", metavar="FILE", help="publisher's CURVE public certificate for --remote")
+    src.add_argument("--remote-rebase", action="store_true",
+                     help="shift --remote timestamps onto this host's clock (estimated from the publisher's beacons)")
     run = p.add_argument_group("run")
     run.add_argument("--headless", action="store_true", help="no GUI: capture (and record) from the command line")
     run.add_argument("--record", metavar="DIR", help="record every source into this new session folder")
@@ -88,7 +90,7 @@ def _factories(args: argparse.Namespace) -> list[tuple[str, Any]]:
     for endpoint in args.remote:
         factories.append(
             (f"remote {endpoint}",
-             lambda e=endpoint: open_remote(e, curve_server_key=args.curve_server_key))
+             lambda e=endpoint: open_remote(e, curve_server_key=args.curve_server_key, rebase=args.remote_rebase))
         )
     return factories
 

@@ -213,3 +213,25 @@ def test_unique_names_renames_duplicates() -> None:
     srcs = [ReplaySource(n, "imu", np.arange(2.0), np.zeros((2, 6))) for n in ("imu", "imu", "cam", "imu")]
     unique_names(srcs)
     assert [s.name for s in srcs] == ["imu", "imu_2", "cam", "imu_3"]
+
+
+def test_rebase_shifts_by_the_estimated_offset_only_when_asked() -> None:
+    pub = ZmqPublisher("tcp://127.0.0.1:*", beacon_interval=10.0)
+    pub.announce("imu", "imu")
+    plain, rebased = RemoteSource(pub.endpoint, "imu"), RemoteSource(pub.endpoint, "imu", rebase=True)
+    cols = [Collector(), Collector()]
+    try:
+        for src, col in zip((plain, rebased), cols):
+            src.subscribe(col)
+            src.start()
+        ts = np.array([100.0, 100.005])
+        pub.publish(Chunk("imu", ts, np.ones((2, 6), np.float32)))
+        assert cols[0].wait(1) and cols[1].wait(1)
+        assert cols[0].chunks[0].timestamps.tobytes() == ts.tobytes()  # untouched by default
+        offset = rebased.health().clock_offset
+        assert 0.0 <= offset < 0.05  # same host: the beacon's one-way latency
+        np.testing.assert_allclose(cols[1].chunks[0].timestamps, ts + offset, rtol=0, atol=1e-12)
+    finally:
+        plain.stop()
+        rebased.stop()
+        pub.close()
