@@ -113,3 +113,64 @@ def test_no_sound_server_raises_device_error(pulse_server, tmp_path):  # noqa: F
         os.environ["PULSE_SERVER"] = saved
         _reinit_portaudio()
     assert list_microphones()
+
+
+class _TimeInfo:
+    def __init__(self, current: float, adc: float) -> None:
+        self.currentTime, self.inputBufferAdcTime = current, adc
+
+
+class _Status:
+    def __init__(self, overflow: bool = False) -> None:
+        self.input_overflow = overflow
+
+
+@pytest.mark.parametrize("timing", ["callback", "adc"])
+def test_timing_with_bursty_callbacks_and_a_dropout(timing):
+    """The stamping logic on a simulated PortAudio clock (no device): 16 kHz, 320-frame
+    blocks; callbacks arrive 0-6 ms late and sometimes two at once; 100 ms are lost once."""
+    sr, block = 16000, 320
+    src = MicrophoneSource(samplerate=sr, blocksize=block, timing=timing)
+    chunks = []
+    src.subscribe(chunks.append)
+    consumer = threading.Thread(target=src._run, daemon=True)  # the capture thread, no stream
+    consumer.start()
+    rng = np.random.default_rng(0)
+    pa_offset = 1.7e9  # PortAudio's stream clock is wall-clock-like here
+    t_first = 100.0  # host time of the first sample
+    k = 0  # true index of the next sample
+    truth = []
+    for b in range(150):
+        if b == 100:
+            k += sr // 10  # 100 ms dropout: the device lost 1600 samples
+            overflow = True
+        else:
+            overflow = False
+        t_block = t_first + k / sr
+        done = t_block + block / sr  # the block is complete here
+        delay = 0.0 if b % 7 == 3 else rng.uniform(0.0, 0.006)
+        adc_noise = rng.uniform(-0.002, 0.002)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("devices.microphone.host_now", lambda: done + delay)
+            src._callback(np.full((block, 1), b, np.float32), block,
+                          _TimeInfo(done + delay + pa_offset, t_block + adc_noise + pa_offset), _Status(overflow))
+        truth.append(t_block + np.arange(block) / sr)
+        k += block
+    src._queue.put(None, timeout=5.0)
+    consumer.join(timeout=5.0)
+    assert not consumer.is_alive()
+    ts = np.concatenate([c.timestamps for c in chunks])
+    true = np.concatenate(truth)
+    assert ts.size == true.size and np.all(np.diff(ts) > 0)
+    h = src.health()
+    assert h.gaps == 1
+    assert h.dropped == pytest.approx(sr // 10, abs=sr // 100)  # 1600 ± 10 ms worth
+    assert h.extra["overflows"] == 1
+    err = ts - true
+    print(f"{timing}: |err| max {np.max(np.abs(err[20 * block:100 * block])) * 1e3:.2f} ms before, "
+          f"{np.max(np.abs(err[110 * block:])) * 1e3:.2f} ms after the dropout; dropped {h.dropped}")
+    # Settled before and after the dropout: within a few ms of the truth, never in the future.
+    assert np.max(np.abs(err[20 * block:100 * block])) < 0.004
+    assert np.max(np.abs(err[110 * block:])) < 0.004
+    jump = ts[100 * block] - ts[100 * block - 1]
+    assert jump == pytest.approx(0.1 + 1 / sr, abs=0.008)
