@@ -130,7 +130,7 @@ def test_timing_with_bursty_callbacks_and_a_dropout(timing):
     """The stamping logic on a simulated PortAudio clock (no device): 16 kHz, 320-frame
     blocks; callbacks arrive 0-6 ms late and sometimes two at once; 100 ms are lost once."""
     sr, block = 16000, 320
-    src = MicrophoneSource(samplerate=sr, blocksize=block, timing=timing)
+    src = MicrophoneSource(samplerate=sr, blocksize=block, timing=timing, queue_s=20.0)  # fed faster than real time
     chunks = []
     src.subscribe(chunks.append)
     consumer = threading.Thread(target=src._run, daemon=True)  # the capture thread, no stream
