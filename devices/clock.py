@@ -28,24 +28,33 @@ class ClockFit:
 
     Observations ``(device_t, host_t)`` are grouped into buckets of ``bucket_s`` device
     seconds; each bucket keeps its minimum ``host_t - device_t`` (the sample with the least
-    transport delay). A least-squares line through the minima of the buckets within the last
-    ``window_s`` seconds gives offset and drift; buckets far above the line (a burst of
-    delayed samples) are rejected once. An observation that contradicts the fit by more
-    than ``reset_threshold_s`` (device reboot, clock jump) restarts the fit.
+    transport delay). Over the buckets of the last ``window_s`` seconds, the drift is the
+    median of the slopes between pairs of minima (Theil-Sen) and the line is placed under
+    every minimum, touching the lowest. Bursts of delayed samples and steps in latency do not
+    tilt it the way a least-squares fit would.
+
+    An observation that contradicts the fit by more than ``reset_threshold_s`` is ignored as
+    an outlier (a corrupted timestamp) unless ``reset_after`` in a row do: then the device
+    clock jumped (reboot) and the fit restarts from them.
 
     Args:
         window_s: how much history the fit uses (device seconds).
         bucket_s: bucket length (device seconds); several samples per bucket are needed.
-        reset_threshold_s: |residual| above which the fit restarts.
+        reset_threshold_s: |residual| above which an observation contradicts the fit.
+        reset_after: consecutive contradicting observations that restart the fit.
     """
 
-    def __init__(self, window_s: float = 60.0, bucket_s: float = 0.5, reset_threshold_s: float = 1.0) -> None:
+    def __init__(
+        self, window_s: float = 60.0, bucket_s: float = 0.5, reset_threshold_s: float = 1.0, reset_after: int = 3
+    ) -> None:
         if window_s <= 0 or bucket_s <= 0 or window_s < 2 * bucket_s:
             raise ValueError(f"ClockFit: need window_s >= 2*bucket_s > 0, got window_s={window_s}, bucket_s={bucket_s}")
         self.window_s = float(window_s)
         self.bucket_s = float(bucket_s)
         self.reset_threshold_s = float(reset_threshold_s)
+        self.reset_after = max(1, int(reset_after))
         self.resets = 0
+        self.outliers = 0
         self._clear()
 
     def _clear(self) -> None:
@@ -56,6 +65,7 @@ class ClockFit:
         self._offset = 0.0  # host - device at device time == ref
         self._slope = 0.0
         self._last_device: float | None = None
+        self._suspect: list[tuple[float, float]] = []  # trailing run of contradicting observations
 
     @property
     def ready(self) -> bool:
@@ -87,12 +97,25 @@ class ClockFit:
         if dev.size == 0:
             return
         if self._ref is not None:
-            residual = (host - dev) - self._predict_diff(dev)
-            bad = np.flatnonzero(np.abs(residual) > self.reset_threshold_s)
-            if bad.size:
-                self.resets += 1
-                self._clear()
-                dev, host = dev[bad[0]:], host[bad[0]:]
+            bad = np.abs((host - dev) - self._predict_diff(dev)) > self.reset_threshold_s
+            if not bad.any():
+                self._suspect = []
+            else:
+                good = np.flatnonzero(~bad)
+                tail = int(good[-1]) + 1 if good.size else 0
+                if good.size:
+                    self._suspect = []  # an agreeing observation ends any earlier run
+                self._suspect.extend(zip(dev[tail:].tolist(), host[tail:].tolist()))
+                if len(self._suspect) >= self.reset_after:
+                    suspect = np.asarray(self._suspect)
+                    self.resets += 1
+                    self._clear()
+                    dev, host = suspect[:, 0], suspect[:, 1]
+                else:
+                    self.outliers += int(bad[:tail].sum())
+                    dev, host = dev[~bad], host[~bad]
+                    if dev.size == 0:
+                        return
         if self._ref is None:
             self._ref = float(dev[0])
             self._offset = float(host[0] - dev[0])
@@ -145,13 +168,14 @@ class ClockFit:
             self._slope = 0.0
             self._offset = float(y.min())
             return
-        slope, icpt = np.polyfit(x, y, 1)
-        resid = y - (slope * x + icpt)
-        mad = float(np.median(np.abs(resid - np.median(resid))))
-        keep = resid <= np.median(resid) + 3.0 * max(1.4826 * mad, 1e-6)
-        if keep.sum() >= 3 and not keep.all():
-            slope, icpt = np.polyfit(x[keep], y[keep], 1)
-        self._slope, self._offset = float(slope), float(icpt)
+        # Drift: the median of the slopes between every pair of bucket minima (Theil-Sen),
+        # which a burst of late buckets or a step in latency does not tilt for long. Offset:
+        # the line under every minimum, touching the lowest (transport only adds delay).
+        i, j = np.triu_indices(x.size, k=1)
+        dx = x[j] - x[i]
+        ok = dx > 0.5 * self.bucket_s
+        slope = float(np.median((y[j] - y[i])[ok] / dx[ok])) if ok.any() else 0.0
+        self._slope, self._offset = slope, float(np.min(y - slope * x))
 
     def _predict_diff(self, device_t: np.ndarray) -> np.ndarray:
         return self._offset + self._slope * (device_t - (self._ref or 0.0))
@@ -185,7 +209,8 @@ class RateSmoother:
         gap_threshold_s: lateness that counts as a gap (default: max(0.1 s, 10 periods)).
         window_s, bucket_s: passed to :class:`ClockFit`.
         max_slew: when the fit moves, stamps walk onto it by at most this fraction of a
-            period per sample (no jumps, no squeezed samples); gaps still jump.
+            period per sample instead of jumping (faster, up to 0.9, where a sample would
+            otherwise be stamped after it arrived); gaps still jump.
     """
 
     def __init__(

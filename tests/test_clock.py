@@ -47,9 +47,12 @@ def test_fit_ignores_a_burst_of_delayed_samples():
 def test_fit_restarts_when_the_device_clock_jumps():
     t_true, device, received = _simulated_device(10.0, 100.0, offset=2.0, drift_ppm=0.0, jitter_s=0.001, seed=2)
     device[500:] -= 1234.0  # the device rebooted: its clock starts over
+    device[300] += 50.0  # one corrupted timestamp: an outlier, not a reboot
     fit = ClockFit()
     for i in range(0, device.size, 5):
         fit.update(device[i:i + 5], received[i:i + 5])
+        if i == 495:
+            assert fit.resets == 0 and fit.outliers == 1
     assert fit.resets == 1
     assert np.max(np.abs(fit.to_host(device[-50:]) - t_true[-50:])) < 1e-3
 
@@ -106,3 +109,23 @@ def test_rate_meter_and_host_now():
     assert m.rate() == pytest.approx(100.0, rel=0.01)
     a = host_now()
     assert host_now() >= a
+
+
+def test_rate_smoother_walks_onto_a_lower_line_without_jumps():
+    rate, block = 1000.0, 10
+    t = 20.0 + np.arange(6000) / rate
+    sm = RateSmoother(rate)
+    out, recv = [], []
+    for i in range(0, t.size, block):
+        delay = 0.005 if i < 1000 else 0.0  # deliveries get 5 ms faster after 1 s
+        r = float(t[i + block - 1] + delay)
+        out.append(sm.stamp(block, r))
+        recv.append(np.full(block, r))
+    ts, recv = np.concatenate(out), np.concatenate(recv)
+    d = np.diff(ts)
+    assert np.all(ts <= recv)  # never after arrival
+    assert d.min() > 0.4 / rate and d.max() < 1.15 / rate  # walked, not jumped or squeezed
+    err = ts - t
+    assert err.min() > -0.006 and err.max() <= 0.005 + 1e-9  # bounded while it re-learns
+    assert np.max(np.abs(err[4000:])) < 1e-4  # settled on the truth within 3 s
+    assert sm.gaps == 0

@@ -82,9 +82,11 @@ def test_records_a_real_recording_with_per_sample_timestamps(pulse_server, fsdd_
     assert exact.mean() > 0.9, f"only {exact.mean():.1%} of spacings are 1/rate"
     print(f"{timing}: {exact.mean():.2%} of spacings within 1 % of 1/rate")
     # Stamped at acquisition: never later than the chunk reached us. (ADC timing can overshoot
-    # by a few ms after bursty delivery: its stamps may not run backwards to honour the bound.)
+    # after bursty delivery, by less than a block: its stamps may not run backwards to honour
+    # the bound. Measured: up to 7 ms.)
     overshoot = max(c.timestamps[-1] - t for c, t in zip(chunks, received))
-    assert overshoot <= (0.0 if timing == "callback" else 0.005), f"stamped {overshoot * 1e3:.2f} ms late"
+    limit = 0.0 if timing == "callback" else src.blocksize / RATE
+    assert overshoot <= limit, f"stamped {overshoot * 1e3:.2f} ms late"
     h = src.health()
     assert h.nominal_rate == RATE
     assert h.measured_rate == pytest.approx(RATE, rel=0.03)
