@@ -764,6 +764,8 @@ class SerialImuSource(SourceBase):
             elif self._fit.ready:
                 h.clock_offset = self._fit.offset
                 h.clock_drift_ppm = self._fit.drift_ppm
+                h.extra["clock_resets"] = self._fit.resets
+                h.extra["clock_outliers"] = self._fit.outliers
             if fmt is not None:
                 h.extra["axes"] = fmt.axes
                 h.extra["format"] = fmt.describe()
