@@ -27,6 +27,62 @@ def _flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(text: str | None) -> list[str] | None:
+    return None if not text else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _checkpoint_path(text: str):
+    from pathlib import Path
+
+    if text == "default":
+        from mmg_live.assets import default_checkpoint_path
+
+        return default_checkpoint_path()
+    return Path(text)
+
+
+def _groups(args: argparse.Namespace) -> list[str] | None:
+    return _list(getattr(args, "subjects", None)) or _list(getattr(args, "speakers", None))
+
+
+def _accuracy(args: argparse.Namespace) -> int:
+    from mmg_live.checkpoint import load_checkpoint
+    from trainer.evaluate import accuracy, load_eval_set
+
+    model, _ = load_checkpoint(_checkpoint_path(args.checkpoint), device=args.device)
+    mods = _list(args.modalities) or list(model.trained.fusion or model.modalities)
+    data = load_eval_set(model, args.dataset, args.data, _groups(args), mods)
+    result = accuracy(model, data, mods)
+    print(json.dumps(result) if args.json else f"top-1 {result['top1']:.4f} on {result['n']} clips ({'+'.join(mods)})")
+    return 0
+
+
+def _fewshot(args: argparse.Namespace) -> int:
+    from mmg_live.checkpoint import load_checkpoint
+    from trainer.evaluate import embeddings, few_shot, load_eval_set
+    from trainer.run import class_subset
+
+    model, info = load_checkpoint(_checkpoint_path(args.checkpoint), device=args.device)
+    support, query = _list(args.support), _list(args.query)
+    mods = sorted(set(support) | set(query))
+    classes = None if args.classes == "all" else class_subset({"classes": args.classes}, args.dataset, 27 if args.dataset == "utd-mhad" else 10)
+    data = load_eval_set(model, args.dataset, args.data, _groups(args), mods, classes=classes)
+    result = few_shot(embeddings(model, data, support), embeddings(model, data, query), data.labels.tolist(),
+                      way=args.way, shot=args.shot, query=args.queries, episodes=args.episodes, seed=args.seed)
+    print(json.dumps(result.to_dict()) if args.json else
+          f"{args.way}-way {args.shot}-shot {'+'.join(support)} -> {'+'.join(query)}: "
+          f"{result.acc:.4f} ± {result.ci95:.4f} over {result.episodes} episodes")
+    return 0
+
+
+def _table(args: argparse.Namespace) -> int:
+    from trainer.tables import make_tables
+
+    make_tables([_checkpoint_path(c) for c in args.checkpoint], args.dataset, args.data, args.out,
+                groups=_groups(args), episodes=args.episodes, device=args.device)
+    return 0
+
+
 def build_eval_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmg-eval", description="Evaluate and profile MMG models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +93,52 @@ def build_eval_parser() -> argparse.ArgumentParser:
     flops.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     flops.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     flops.set_defaults(func=_flops)
+
+    def data_args(p: argparse.ArgumentParser) -> None:
+        from pathlib import Path
+
+        from trainer.datasets import DATASETS
+
+        p.add_argument("--checkpoint", required=True, help="checkpoint file, or 'default' for the shipped one")
+        p.add_argument("--dataset", required=True, choices=DATASETS)
+        p.add_argument("--data", required=True, type=Path)
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("--subjects", help="comma-separated subjects to test on (default: the dataset's test split)")
+        group.add_argument("--speakers", help="comma-separated speakers to test on (FSDD)")
+        p.add_argument("--device", default="auto")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    acc = sub.add_parser("accuracy", help='top-1 of the fused classifier: {"top1", "n"}')
+    data_args(acc)
+    acc.add_argument("--modalities", help="comma-separated test modalities (default: what the fusion was trained on)")
+    acc.set_defaults(func=_accuracy)
+
+    few = sub.add_parser("fewshot", help='N-way K-shot prototypes: {"acc", "ci95", "episodes"}')
+    data_args(few)
+    few.add_argument("--support", required=True, help="modalities that embed the support set, e.g. video,imu")
+    few.add_argument("--query", required=True, help="modalities that embed the queries, e.g. imu")
+    few.add_argument("--way", type=int, default=5)
+    few.add_argument("--shot", type=int, default=5)
+    few.add_argument("--queries", type=int, default=5, help="query clips per class and episode")
+    few.add_argument("--episodes", type=int, default=600)
+    few.add_argument("--classes", default="novel", choices=["novel", "base", "all"])
+    few.add_argument("--seed", type=int, default=0)
+    few.set_defaults(func=_fewshot)
+
+    table = sub.add_parser("table", help="the MMG tables (markdown, CSV, JSON) and a confusion matrix PNG")
+    from pathlib import Path
+
+    from trainer.datasets import DATASETS
+
+    table.add_argument("--checkpoint", action="append", required=True,
+                       help="a trained run's checkpoint (repeat); its recipe says which table rows it fills")
+    table.add_argument("--dataset", required=True, choices=DATASETS)
+    table.add_argument("--data", required=True, type=Path)
+    table.add_argument("--subjects")
+    table.add_argument("--out", type=Path, default=Path("docs/results"))
+    table.add_argument("--episodes", type=int, default=600)
+    table.add_argument("--device", default="auto")
+    table.set_defaults(func=_table)
     return parser
 
 
@@ -46,8 +148,8 @@ def eval_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"mmg-eval: error: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"mmg-eval: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
 

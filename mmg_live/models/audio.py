@@ -16,14 +16,14 @@ class ASTEncoder(nn.Module):
 
     def __init__(self, num_frames: int, n_mels: int = 128, patch: int = 16,
                  stride: tuple[int, int] = (16, 16), dim: int = 768, depth: int = 12,
-                 heads: int = 12, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+                 heads: int = 12, mlp_ratio: float = 4.0, dropout: float = 0.0, pool: str = "cls") -> None:
         super().__init__()
         self.patch_embed = nn.Conv2d(1, dim, kernel_size=patch, stride=stride)
         grid_f = (n_mels - patch) // stride[0] + 1
         grid_t = (num_frames - patch) // stride[1] + 1
         if grid_f < 1 or grid_t < 1:
             raise ValueError(f"AST: {num_frames} frames × {n_mels} mels is smaller than one {patch}² patch")
-        self.backbone = TokenTransformer(grid_f * grid_t, dim, depth, heads, mlp_ratio, dropout)
+        self.backbone = TokenTransformer(grid_f * grid_t, dim, depth, heads, mlp_ratio, dropout, pool)
         self.dim = dim
 
     def forward(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,15 +9,31 @@ from mmg_live.models.layers import TokenTransformer
 
 
 class IMUTransformer(nn.Module):
-    """``[B, 6, R]`` → tokens of non-overlapping ``patch``-sample patches + pooled class token."""
+    """``[B, 6, R]`` → tokens of non-overlapping ``patch``-sample patches + pooled class token.
+
+    ``stem="linear"`` embeds each patch linearly (ViT style); ``stem="conv"`` first runs two
+    small temporal convolutions so each patch token sees local motion shape (a hybrid
+    transformer, which learns far better from the few thousand windows of UTD-MHAD).
+    """
 
     def __init__(self, num_samples: int, channels: int = 6, patch: int = 10, dim: int = 128,
-                 depth: int = 3, heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+                 depth: int = 3, heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 stem: str = "linear", pool: str = "cls") -> None:
         super().__init__()
         if num_samples < patch:
             raise ValueError(f"IMU: {num_samples} samples is shorter than one {patch}-sample patch")
-        self.patch_embed = nn.Conv1d(channels, dim, kernel_size=patch, stride=patch)
-        self.backbone = TokenTransformer(num_samples // patch, dim, depth, heads, mlp_ratio, dropout)
+        if stem == "linear":
+            self.patch_embed = nn.Conv1d(channels, dim, kernel_size=patch, stride=patch)
+        elif stem == "conv":
+            hidden = dim // 2
+            self.patch_embed = nn.Sequential(
+                nn.Conv1d(channels, hidden, kernel_size=5, padding=2), nn.GELU(),
+                nn.Conv1d(hidden, hidden, kernel_size=5, padding=2), nn.GELU(),
+                nn.Conv1d(hidden, dim, kernel_size=patch, stride=patch),
+            )
+        else:
+            raise ValueError(f"IMU stem must be 'linear' or 'conv', got {stem!r}")
+        self.backbone = TokenTransformer(num_samples // patch, dim, depth, heads, mlp_ratio, dropout, pool)
         self.dim = dim
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

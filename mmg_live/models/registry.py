@@ -147,7 +147,7 @@ def lite() -> MMGConfig:
             "video": {"kind": "small_3dcnn", "widths": [24, 48, 96, 160], "dropout": 0.2},
             "audio": {"kind": "ast", "patch": 16, "stride": [16, 10], "dim": 192, "depth": 4, "heads": 3,
                       "dropout": 0.1},
-            "imu": {"kind": "imu_transformer", "patch": 10, "dim": 128, "depth": 3, "heads": 4,
+            "imu": {"kind": "imu_transformer", "patch": 10, "dim": 128, "depth": 3, "heads": 4, "stem": "conv",
                     "dropout": 0.1},
         },
         fusion={"kind": "attention", "dim": 128, "depth": 2, "heads": 4, "dropout": 0.1},

@@ -27,13 +27,14 @@ class MViTVideoEncoder(nn.Module):
         return tokens[:, 1:], tokens[:, 0]
 
 
-def _conv_bn(c_in: int, c_out: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> nn.Sequential:
+def _conv_norm(c_in: int, c_out: int, kernel: tuple[int, int, int], stride: tuple[int, int, int],
+               norm: str) -> nn.Sequential:
     padding = tuple(k // 2 for k in kernel)
-    return nn.Sequential(
-        nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
-        nn.BatchNorm3d(c_out),
-        nn.ReLU(inplace=True),
-    )
+    # GroupNorm behaves the same in training and inference and at batch 1 (live); BatchNorm
+    # is kept as an option for large-batch training.
+    layer = nn.BatchNorm3d(c_out) if norm == "batch" else nn.GroupNorm(min(8, c_out // 4), c_out)
+    return nn.Sequential(nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False), layer,
+                         nn.ReLU(inplace=True))
 
 
 class Small3DCNN(nn.Module):
@@ -44,16 +45,18 @@ class Small3DCNN(nn.Module):
     """
 
     def __init__(self, channels: int = 1, widths: tuple[int, ...] = (24, 48, 96, 160),
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, norm: str = "batch") -> None:
         super().__init__()
+        if norm not in ("batch", "group"):
+            raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
         strides = [(1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 2, 2)]
         layers: list[nn.Module] = []
         c_in = channels
         for i, (width, stride) in enumerate(zip(widths, strides)):
             kernel = (3, 5, 5) if i == 0 else (3, 3, 3)
-            layers.append(_conv_bn(c_in, width, kernel, stride))
+            layers.append(_conv_norm(c_in, width, kernel, stride, norm))
             if i > 0:
-                layers.append(_conv_bn(width, width, (3, 3, 3), (1, 1, 1)))
+                layers.append(_conv_norm(width, width, (3, 3, 3), (1, 1, 1), norm))
             c_in = width
         self.features = nn.Sequential(*layers)
         self.norm = nn.LayerNorm(c_in)

@@ -1,0 +1,294 @@
+"""Training stages of MMG: supervised (unimodal or multimodal), unsupervised alignment, meta.
+
+Every stage is one loop over epochs of a :class:`~trainer.windows.WindowSet`; what differs is
+which modalities are fed and which losses are summed:
+
+* ``supervised``: CE on the fused logits of ``label_modalities`` + ``unimodal_weight`` × CE of each
+  encoder's own head + ``align_weight`` × alignment loss, with per-sample modality dropout. With one
+  modality this is the unimodal pre-training.
+* ``align``: the alignment loss only (no labels): unsupervised multimodal pre-training.
+* ``meta``: episodes of N-way K-shot; support embedded with one modality set, queries with
+  another; cross-modal prototypical loss (+ optional CE).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from mmg_live.models.mmg import Encoded, MMGModel
+from trainer.data.episodes import EpisodeSampler
+from trainer.losses import alignment_loss, cross_entropy, prototypical_loss
+from trainer.windows import WindowSet
+
+STAGE_TYPES = ("supervised", "align", "meta")
+
+
+@dataclass
+class StageConfig:
+    """One stage of a recipe (all fields overridable from the command line)."""
+
+    name: str
+    type: str = "supervised"
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    batch_size: int = 32
+    warmup_epochs: float = 1.0
+    modalities: list[str] = field(default_factory=lambda: ["video", "imu"])
+    label_modalities: list[str] | None = None
+    modality_dropout: float = 0.0
+    ce_weight: float = 1.0
+    unimodal_weight: float = 0.5
+    align_weight: float = 0.0
+    temperature: float = 0.1
+    freeze: list[str] = field(default_factory=list)
+    label_smoothing: float = 0.1
+    imu_noise: float = 0.05
+    video_shift: int = 4
+    # meta-training
+    way: int = 5
+    shot: int = 5
+    query: int = 5
+    episodes: int = 40
+    proto_scale: float = 10.0
+    pairs: list[list[list[str]]] = field(default_factory=lambda: [
+        [["video", "imu"], ["video", "imu"]], [["video"], ["imu"]], [["imu"], ["video"]],
+        [["video", "imu"], ["imu"]], [["video", "imu"], ["video"]],
+    ])
+
+    def __post_init__(self) -> None:
+        if self.type not in STAGE_TYPES:
+            raise ValueError(f"stage {self.name!r}: type must be one of {STAGE_TYPES}, got {self.type!r}")
+        if not self.modalities:
+            raise ValueError(f"stage {self.name!r}: needs at least one modality")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "StageConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"stage {values.get('name', '?')!r}: unknown keys {sorted(unknown)}")
+        return cls(**values)
+
+
+def embed(model: MMGModel, enc: Encoded, modalities: Sequence[str]) -> torch.Tensor:
+    """The L2-normalised fused embedding of a modality set: what prototypes are made of."""
+    return F.normalize(model.fuse(enc, list(modalities)), dim=-1)
+
+
+def _apply_freeze(model: MMGModel, prefixes: Sequence[str]) -> list[torch.nn.Parameter]:
+    trainable = []
+    for name, param in model.named_parameters():
+        frozen = any(name.startswith(p) for p in prefixes)
+        param.requires_grad_(not frozen)
+        if not frozen:
+            trainable.append(param)
+    return trainable
+
+
+def _modality_dropout(present: dict[str, torch.Tensor], p: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Drop each present modality with probability ``p``, always keeping at least one per sample."""
+    if p <= 0 or len(present) < 2:
+        return present
+    mods = list(present)
+    stacked = torch.stack([present[m] for m in mods])  # [M, B]
+    keep = stacked & (torch.rand(stacked.shape, generator=gen) >= p)
+    empty = ~keep.any(0)
+    if bool(empty.any()):
+        scores = torch.rand(stacked.shape, generator=gen) * stacked  # choose one present modality
+        choice = scores.argmax(0)
+        rescue = F.one_hot(choice, len(mods)).t().bool() & empty.unsqueeze(0)
+        keep = keep | rescue
+    return {m: keep[i] for i, m in enumerate(mods)}
+
+
+def _augment(inputs: dict[str, torch.Tensor], stage: StageConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    out = dict(inputs)
+    if "imu" in out and stage.imu_noise > 0:
+        x = out["imu"]
+        scale = 1.0 + 0.1 * (torch.rand(x.shape[0], 1, 1, generator=gen) - 0.5)
+        out["imu"] = x * scale + stage.imu_noise * torch.randn(x.shape, generator=gen)
+    if "video" in out and stage.video_shift > 0:
+        x = out["video"]
+        dy, dx = (torch.randint(-stage.video_shift, stage.video_shift + 1, (2,), generator=gen)).tolist()
+        out["video"] = torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+    if "audio" in out and stage.imu_noise > 0:
+        x = out["audio"]
+        out["audio"] = x + 0.5 * stage.imu_noise * torch.randn(x.shape, generator=gen)
+    return out
+
+
+def supervised_loss(model: MMGModel, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
+                    labels: torch.Tensor, stage: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one supervised/align batch (shared by single-process and DDP training)."""
+    enc = model.encode_batch(inputs, present)
+    parts: dict[str, torch.Tensor] = {}
+    if stage.type == "supervised" and stage.ce_weight > 0:
+        label_mods = [m for m in (stage.label_modalities or stage.modalities) if m in enc.present]
+        if label_mods:
+            has_label_mod = torch.stack([enc.present[m] for m in label_mods]).any(0)
+            logits = model.classifier(model.fuse(enc, label_mods))
+            if bool(has_label_mod.any()):
+                parts["ce"] = stage.ce_weight * cross_entropy(
+                    logits[has_label_mod], labels[has_label_mod], label_smoothing=stage.label_smoothing)
+            if stage.unimodal_weight > 0:
+                uni = [cross_entropy(model.unimodal_heads[m](enc.embeddings[m])[enc.present[m]],
+                                     labels[enc.present[m]], label_smoothing=stage.label_smoothing)
+                       for m in label_mods if bool(enc.present[m].any())]
+                if uni:
+                    parts["unimodal"] = stage.unimodal_weight * torch.stack(uni).mean()
+    if stage.type == "align" or stage.align_weight > 0:
+        weight = 1.0 if stage.type == "align" else stage.align_weight
+        parts["align"] = weight * alignment_loss(enc.embeddings, enc.present, temperature=stage.temperature)
+    if not parts:
+        raise ValueError(f"stage {stage.name!r}: no loss term is active")
+    total = torch.stack(list(parts.values())).sum()
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def meta_loss(model: MMGModel, data: WindowSet, support_idx: torch.Tensor, query_idx: torch.Tensor,
+              pair: Sequence[Sequence[str]], stage: StageConfig, gen: torch.Generator,
+              base_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross-modal prototypical loss of one episode (+ CE on the base classes when asked)."""
+    support_mods, query_mods = list(pair[0]), list(pair[1])
+    mods = sorted(set(support_mods) | set(query_mods))
+    index = torch.cat([support_idx, query_idx])
+    window = torch.randint(0, data.n_windows, (len(index),), generator=gen)
+    inputs, present = data.batch(index, window, mods)
+    inputs = _augment(inputs, stage, gen)
+    device = next(model.parameters()).device
+    inputs = {m: x.to(device) for m, x in inputs.items()}
+    present = {m: p.to(device) for m, p in present.items()}
+    enc = model.encode_batch(inputs, present)
+    n_s = len(support_idx)
+    support = embed(model, enc, support_mods)[:n_s]
+    query = embed(model, enc, query_mods)[n_s:]
+    labels = data.labels[index].to(device)
+    loss, acc = prototypical_loss(support, labels[:n_s], query, labels[n_s:], "sqeuclidean", stage.proto_scale)
+    parts = {"proto": loss}
+    if stage.ce_weight > 0 and base_labels is not None:
+        logits = model.classifier(model.fuse(enc, mods))
+        parts["ce"] = stage.ce_weight * cross_entropy(logits, base_labels[index].to(device), stage.label_smoothing)
+    total = torch.stack(list(parts.values())).sum()
+    stats = {k: float(v.detach()) for k, v in parts.items()}
+    stats["episode_acc"] = float(acc)
+    return total, stats
+
+
+@dataclass
+class EpochPlan:
+    """The batches of one epoch, fixed by the seed (so a resumed run repeats them exactly)."""
+
+    batches: list[Any]
+
+
+def plan_epoch(stage: StageConfig, data: WindowSet, seed: int, rank: int = 0, world: int = 1) -> EpochPlan:
+    """Shuffled batches (supervised/align) or episodes (meta) for one epoch, sharded by rank."""
+    gen = torch.Generator().manual_seed(seed)
+    if stage.type == "meta":
+        labels = data.labels.tolist()
+        sampler = EpisodeSampler(labels, way=stage.way, shot=stage.shot, query=stage.query,
+                                 episodes=stage.episodes, seed=seed)
+        rng = random.Random(seed)
+        batches = [(torch.as_tensor(s), torch.as_tensor(q), rng.choice(stage.pairs)) for s, q, _ in sampler]
+        return EpochPlan(batches[rank::world])
+    usable = torch.nonzero(data.labels >= 0).flatten() if stage.type == "supervised" else torch.arange(len(data))
+    order = usable[torch.randperm(len(usable), generator=gen)]
+    size = stage.batch_size * world
+    batches = [order[i:i + size] for i in range(0, len(order), size)]
+    batches = [b for b in batches if len(b) >= 2 * world]  # alignment needs ≥ 2 per shard
+    return EpochPlan([shard(b, rank, world) for b in batches])
+
+
+def shard(batch: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This rank's contiguous share of a global batch (equal sizes; the remainder is dropped)."""
+    per = len(batch) // world
+    return batch[rank * per:(rank + 1) * per]
+
+
+def lr_at(stage: StageConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Linear warm-up then cosine decay to 1 % of the peak."""
+    warm = max(1, int(stage.warmup_epochs * steps_per_epoch))
+    if step < warm:
+        return stage.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, total_steps - warm)
+    return stage.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def make_optimizer(model: MMGModel, stage: StageConfig) -> torch.optim.Optimizer:
+    params = _apply_freeze(model, stage.freeze)
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return torch.optim.AdamW([
+        {"params": decay, "weight_decay": stage.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ], lr=stage.lr)
+
+
+def run_epoch(model: MMGModel, stage: StageConfig, data: WindowSet, plan: EpochPlan,
+              optimizer: torch.optim.Optimizer, step: int, total_steps: int, steps_per_epoch: int,
+              seed: int, device: torch.device, amp: bool = False,
+              base_labels: torch.Tensor | None = None,
+              progress: Callable[[dict[str, float]], None] | None = None,
+              grad_hook: Callable[[], None] | None = None) -> tuple[int, dict[str, float]]:
+    """Train one epoch; returns the new global step and the epoch's mean loss terms."""
+    model.train()
+    gen = torch.Generator().manual_seed(seed + 7919)
+    sums: dict[str, float] = {}
+    for batch in plan.batches:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(stage, step, total_steps, steps_per_epoch)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            if stage.type == "meta":
+                support_idx, query_idx, pair = batch
+                loss, stats = meta_loss(model, data, support_idx, query_idx, pair, stage, gen, base_labels)
+            else:
+                window = torch.randint(0, data.n_windows, (len(batch),), generator=gen)
+                inputs, present = data.batch(batch, window, stage.modalities)
+                present = _modality_dropout(present, stage.modality_dropout, gen)
+                inputs = _augment(inputs, stage, gen)
+                inputs = {m: x.to(device) for m, x in inputs.items()}
+                present = {m: p.to(device) for m, p in present.items()}
+                loss, stats = supervised_loss(model, inputs, present, data.labels[batch].to(device), stage)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_hook is not None:
+            grad_hook()
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 5.0)
+        optimizer.step()
+        step += 1
+        stats["loss"] = float(loss.detach())
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if progress is not None:
+            progress(stats)
+    n = max(1, len(plan.batches))
+    return step, {k: v / n for k, v in sums.items()}
+
+
+def allreduce_gradients(model: MMGModel, world: int) -> None:
+    """Average gradients over ranks (synchronous data parallel, one flat all-reduce).
+
+    Each rank may have used a different subset of parameters (modality dropout, episodes),
+    so every trainable parameter takes part, with zeros where this rank had no gradient.
+    """
+    import torch.distributed as dist
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset:offset + n].view_as(p))
+        offset += n
