@@ -197,6 +197,7 @@ class RunContext:
     device: torch.device
     rank: int = 0
     world: int = 1
+    max_epochs: int | None = None  # stop after this many epochs in this invocation (resume later)
 
 
 def _init_parts(model: MMGModel, recipe: dict[str, Any], device: torch.device) -> None:
@@ -284,6 +285,7 @@ def train(ctx: RunContext) -> Path:
     amp = ctx.device.type == "cuda" and bool(recipe.get("amp", True))
     stages = [StageConfig.from_dict(s) for s in recipe["stages"]]
 
+    epochs_run = 0
     for stage_index, stage in enumerate(stages):
         if stage_index < state["stage"]:
             continue
@@ -295,6 +297,10 @@ def train(ctx: RunContext) -> Path:
         total = steps_per_epoch * stage.epochs
         step = state["step"] if start_epoch > 0 else 0
         for epoch in range(start_epoch, stage.epochs):
+            if ctx.max_epochs is not None and epochs_run >= ctx.max_epochs:
+                log.info("stopping after %d epochs as asked; run the same command again to resume", epochs_run)
+                return out / "last.safetensors"
+            epochs_run += 1
             epoch_seed = seed * 100003 + stage_index * 1009 + epoch
             plan = plan_epoch(stage, train_set, epoch_seed, ctx.rank, ctx.world)
             started = time.time()

@@ -239,6 +239,7 @@ def run_epoch(model: MMGModel, stage: StageConfig, data: WindowSet, plan: EpochP
               grad_hook: Callable[[], None] | None = None) -> tuple[int, dict[str, float]]:
     """Train one epoch; returns the new global step and the epoch's mean loss terms."""
     model.train()
+    torch.manual_seed(seed)  # dropout draws from the global RNG: make a resumed epoch identical
     gen = torch.Generator().manual_seed(seed + 7919)
     sums: dict[str, float] = {}
     for batch in plan.batches:

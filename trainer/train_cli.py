@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="stop after N epochs in this invocation; the same command resumes")
     return parser
 
 
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
             device = torch.device("cuda", local)
-    ctx = RunContext(recipe, args.dataset, args.data, args.out, device, rank, world)
+    ctx = RunContext(recipe, args.dataset, args.data, args.out, device, rank, world, args.max_epochs)
     try:
         final = train(ctx)
     except (FileNotFoundError, ValueError) as exc:
