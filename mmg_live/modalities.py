@@ -41,13 +41,17 @@ class VideoSpec:
     """Video clip geometry and normalisation.
 
     ``color`` is ``"gray"`` (1 channel: grayscale or depth rendered to 8 bit) or ``"rgb"``.
-    ``mean``/``std`` apply to pixels scaled to [0, 1].
+    ``mean``/``std`` apply to pixels scaled to [0, 1]. ``crop`` is ``"center"`` (short side
+    resized to ``size``, centre crop) or ``"foreground"`` (for depth with a zeroed background:
+    the square around every non-zero pixel of the window's sampled frames, with a 10 % margin;
+    the centre crop when nothing or everything is foreground).
     """
 
     frames: int = 16
     size: int = 64
     color: str = "gray"
     window_s: float = 3.0
+    crop: str = "center"
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.25,)
     min_coverage: float = 0.25
@@ -129,6 +133,8 @@ def _validate_spec(modality: str, spec: Spec) -> None:
     if isinstance(spec, VideoSpec):
         if spec.color not in ("gray", "rgb"):
             raise ValueError(f"video spec: color must be 'gray' or 'rgb', got {spec.color!r}")
+        if spec.crop not in ("center", "foreground"):
+            raise ValueError(f"video spec: crop must be 'center' or 'foreground', got {spec.crop!r}")
         if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
             raise ValueError(f"video spec: mean/std need {spec.channels} values for color={spec.color!r}")
     if isinstance(spec, ImuSpec) and (len(spec.mean) != 6 or len(spec.std) != 6):
@@ -220,7 +226,10 @@ def preprocess_video(frames: np.ndarray, timestamps: np.ndarray, spec: VideoSpec
         idx = np.where(left_closer, idx - 1, idx)
     else:
         idx = np.zeros_like(idx)
-    x = _frames_to_float(frames[lo:hi][idx], spec)
+    sampled = frames[lo:hi][idx]
+    x = _frames_to_float(sampled, spec)
+    if spec.crop == "foreground":
+        x = _foreground_square(x, sampled)
     h, w = x.shape[-2:]
     scale = spec.size / min(h, w)
     new_h, new_w = max(spec.size, round(h * scale)), max(spec.size, round(w * scale))
@@ -232,6 +241,21 @@ def preprocess_video(frames: np.ndarray, timestamps: np.ndarray, spec: VideoSpec
     std = torch.tensor(spec.std, dtype=x.dtype).view(1, -1, 1, 1)
     x = (x - mean) / std
     return x.permute(1, 0, 2, 3).contiguous()
+
+
+def _foreground_square(x: torch.Tensor, sampled: np.ndarray) -> torch.Tensor:
+    """Crop ``x [T,C,H,W]`` to the square around the window's non-zero pixels (see VideoSpec)."""
+    mask = (sampled.reshape(sampled.shape[0], sampled.shape[1], sampled.shape[2], -1) > 0).any(axis=(0, 3))
+    h, w = mask.shape
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if len(rows) == 0 or (len(rows) > 0.95 * h and len(cols) > 0.95 * w):
+        return x
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    side = min(int(round(max(y1 - y0, x1 - x0) * 1.1)), h, w)
+    cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
+    top = int(min(max(round(cy - side / 2.0), 0), h - side))
+    left = int(min(max(round(cx - side / 2.0), 0), w - side))
+    return x[..., top:top + side, left:left + side]
 
 
 # ---------------------------------------------------------------------------------------- audio

@@ -325,7 +325,8 @@ def train(ctx: RunContext) -> Path:
                 save_optimizer(out / "optimizer.safetensors", optimizer)
                 _write_json(state_path, state)
         if ctx.rank == 0:
-            save_checkpoint(out / f"stage-{stage.name}.safetensors", model, training=_training_info(recipe, state))
+            save_checkpoint(out / f"stage-{stage.name}.safetensors", model,
+                            training=_training_info(recipe, state, after_stage=stage.name))
             state.update(stage=stage_index + 1, epoch=0, step=0)
             _write_json(state_path, state)
     final = out / "model.safetensors"
@@ -352,8 +353,11 @@ def _mark_trained(model: MMGModel, stage: StageConfig) -> None:
                 model.trained.fusion.append(m)
 
 
-def _training_info(recipe: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    return {"recipe": recipe.get("name"), "table": recipe.get("table", {}), "history": state["history"][-50:]}
+def _training_info(recipe: dict[str, Any], state: dict[str, Any], after_stage: str | None = None) -> dict[str, Any]:
+    table = dict(recipe.get("table", {}))
+    if after_stage is not None:  # a stage checkpoint is its own table row (e.g. "without meta-training")
+        table["label"] = f"{table.get('label', recipe.get('name'))} [after stage {after_stage}]"
+    return {"recipe": recipe.get("name"), "table": table, "history": state["history"][-50:]}
 
 
 def _write_json(path: Path, value: Any) -> None:

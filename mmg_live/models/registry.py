@@ -137,14 +137,14 @@ def paper() -> MMGConfig:
 def lite() -> MMGConfig:
     """Real time on 2 CPU cores: small 3-D CNN on 16×64² gray clips, small AST and IMU transformers."""
     specs = ModalitySpecs(
-        video=VideoSpec(frames=16, size=64, color="gray", window_s=3.0),
+        video=VideoSpec(frames=16, size=64, color="gray", window_s=3.0, crop="foreground"),
         audio=AudioSpec(window_s=1.0),
         imu=ImuSpec(rate=50.0, window_s=3.0),
     )
     return MMGConfig(
         name="lite", specs=specs,
         encoders={
-            "video": {"kind": "small_3dcnn", "widths": [24, 48, 96, 160], "dropout": 0.2},
+            "video": {"kind": "small_3dcnn", "widths": [24, 48, 96, 160], "dropout": 0.2, "motion": True},
             "audio": {"kind": "ast", "patch": 16, "stride": [16, 10], "dim": 192, "depth": 4, "heads": 3,
                       "dropout": 0.1},
             "imu": {"kind": "imu_transformer", "patch": 10, "dim": 128, "depth": 3, "heads": 4, "stem": "conv",
