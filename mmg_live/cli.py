@@ -70,17 +70,15 @@ def _device_error(label: str, exc: BaseException) -> str:
     return msg if isinstance(exc, DeviceError) else f"{label}: {msg}"
 
 
-def _load_calibration(path: str) -> dict:
+def _load_calibration(path: str):
+    """The calibration profile (validated); its errors name the file and the field."""
+    from calibration.errors import CalibrationError
+    from calibration.profile import CalibrationProfile
+
     try:
-        with open(path, encoding="utf-8") as f:
-            profile = json.load(f)
-    except OSError as exc:
-        raise ValueError(f"--calibration {path}: cannot read: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--calibration {path}: not JSON (line {exc.lineno}: {exc.msg})") from None
-    if not isinstance(profile, dict):
-        raise ValueError(f"--calibration {path}: expected a JSON object")
-    return profile
+        return CalibrationProfile.load(path)
+    except (CalibrationError, OSError) as exc:
+        raise ValueError(f"--calibration: {' '.join(str(exc).split())}") from None
 
 
 def _factories(args: argparse.Namespace) -> list[tuple[str, Any]]:
@@ -159,7 +157,7 @@ def _device_settings(src: Source, label: str) -> dict:
     return settings
 
 
-def _headless(args: argparse.Namespace, calibration: dict | None) -> int:
+def _headless(args: argparse.Namespace, calibration=None) -> int:
     factories = _factories(args)
     sources: list[tuple[str, Source]] = []
     for label, make in factories:
@@ -171,13 +169,21 @@ def _headless(args: argparse.Namespace, calibration: dict | None) -> int:
     from devices.zmq_stream import unique_names
 
     unique_names([src for _, src in sources])
+    if calibration is not None:
+        # Bias/scale on IMU samples, offsets (and drift) on timestamps, before anything sees them.
+        from calibration.profile import ProfileApplier
+
+        applier = ProfileApplier(calibration)
+        sources = [(label, applier.wrap(src)) for label, src in sources]
     writer = None
     if args.record:
         from mmg_live.live.recorder import SessionWriter
 
         devices = {src.name: _device_settings(src, label) for label, src in sources}
         try:
-            writer = SessionWriter(args.record, devices, calibration=calibration, video_codec=args.video_codec)
+            applied = None if calibration is None else {"file": str(Path(args.calibration).resolve()),
+                                                         **calibration.to_dict()}
+            writer = SessionWriter(args.record, devices, calibration=applied, video_codec=args.video_codec)
         except (OSError, ValueError) as exc:
             _err(f"--record {args.record}: {exc}")
             return 1

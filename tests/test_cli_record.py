@@ -36,8 +36,13 @@ def source_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_headless_record_of_replay(source_session: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from calibration.profile import CalibrationProfile, ImuCalibration, TimeOffset, apply_imu
+
     calib = tmp_path / "calib.json"
-    calib.write_text(json.dumps({"version": 1, "offsets": {"imu": 0.01}}))
+    profile = CalibrationProfile(imu={"imu": ImuCalibration(gyro_bias=np.array([1.0, -2.0, 3.0]),
+                                                            accel_offset=np.array([0.1, 0.0, -0.1]))},
+                                 time_offsets={"video": TimeOffset("video", 0.02)})
+    profile.save(calib)
     out_dir = tmp_path / "rec"
     rc = main(["--headless", "--replay", str(source_session), "--record", str(out_dir), "--seconds", "2",
                "--calibration", str(calib)])
@@ -51,7 +56,8 @@ def test_headless_record_of_replay(source_session: Path, tmp_path: Path, capsys:
 
     ref = SessionReader(source_session)
     rec = SessionReader(out_dir)
-    assert rec.closed and rec.meta["calibration"] == {"version": 1, "offsets": {"imu": 0.01}}
+    assert rec.closed and rec.meta["calibration"]["file"] == str(calib.resolve())
+    assert rec.meta["calibration"]["imu"]["imu"]["gyro_bias_dps"] == [1.0, -2.0, 3.0]
     assert rec.meta["devices"]["audio"]["rate"] == 8000
     rep = rec.report
     assert not any(r["truncated"] for r in rep.values()), rep
@@ -63,6 +69,9 @@ def test_headless_record_of_replay(source_session: Path, tmp_path: Path, capsys:
         a, b = ref.read(name), rec.read(name)
         if name == "audio":
             np.testing.assert_allclose(b.data, a.data[:n], atol=1 / 32768 + 1e-7)  # re-quantised once
+        elif name == "imu":  # the profile's bias/offset were applied before recording
+            np.testing.assert_allclose(b.data, apply_imu(profile, a.data[:n], "imu"), atol=1e-6)
+            assert not np.allclose(b.data, a.data[:n])
         else:
             np.testing.assert_array_equal(b.data, a.data[:n])
         np.testing.assert_allclose(np.diff(b.timestamps), np.diff(a.timestamps[:n]), atol=1e-6)
@@ -98,7 +107,7 @@ def test_no_source_opens_exits_nonzero(tmp_path: Path, capsys: pytest.CaptureFix
         (["--headless", "--speed", "abc", "--replay", "x"], "argument --speed: invalid float value: 'abc'"),
         (["--headless", "--imu", "/dev/ttyX@fast"], "--imu '/dev/ttyX@fast': baud rate 'fast' is not a positive integer"),
         (["--headless", "--seconds", "2"], "no source"),
-        (["--headless", "--replay", "x", "--calibration", "/nonexistent/c.json"], "--calibration /nonexistent/c.json"),
+        (["--headless", "--replay", "x", "--calibration", "/nonexistent/c.json"], "/nonexistent/c.json: calibration profile not found"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
     ],
 )

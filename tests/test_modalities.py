@@ -154,3 +154,19 @@ def test_spec_round_trip_and_validation():
         spec_from_dict("video", {"color": "rgb", "mean": [0.5], "std": [0.2]})
     specs = ModalitySpecs()
     assert ModalitySpecs.from_dict(specs.to_dict()) == specs
+
+
+def test_foreground_crop_centres_the_subject():
+    """Depth with a zeroed background: the crop is the square around the window's foreground."""
+    spec = VideoSpec(frames=2, size=16, window_s=1.0, mean=(0.0,), std=(1.0,), crop="foreground")
+    frames = np.zeros((2, 120, 160, 1), dtype=np.uint8)
+    frames[:, 20:60, 100:120] = 200  # a 40×20 subject off to the right
+    out = preprocess_video(frames, np.array([0.5, 1.0]), spec, window=(0.0, 1.0))
+    assert out.shape == (1, 2, 16, 16)
+    bright = (out[0, 0] > 0.5).numpy()
+    rows, cols = np.nonzero(bright.any(1))[0], np.nonzero(bright.any(0))[0]
+    assert rows[0] <= 1 and rows[-1] >= 14  # subject spans the crop's height (44 px square)
+    assert 3 <= cols[0] and cols[-1] <= 12  # and sits in its middle
+    # Nothing but background: falls back to the centre crop instead of failing.
+    empty = preprocess_video(np.zeros((2, 120, 160, 1), np.uint8), np.array([0.5, 1.0]), spec, window=(0.0, 1.0))
+    assert float(empty.abs().sum()) == 0.0
