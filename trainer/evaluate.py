@@ -24,33 +24,30 @@ def modality_subsets(modalities: Sequence[str]) -> list[list[str]]:
     return [list(s) for r in range(1, len(modalities) + 1) for s in itertools.combinations(modalities, r)]
 
 
-@torch.inference_mode()
-def predict(model: MMGModel, data: WindowSet, modalities: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-    """Class probabilities ``[N, C]`` from the fused classifier on window 0 of every clip."""
+def _encoded_batches(model: MMGModel, data: WindowSet, modalities: Sequence[str], batch_size: int):
+    """Encoded batches of window 0 (the clip end) of every clip, in order."""
     model.eval()
     device = next(model.parameters()).device
-    outs = []
     for start in range(0, len(data), batch_size):
         index = torch.arange(start, min(start + batch_size, len(data)))
         inputs, present = data.batch(index, 0, modalities)
-        inputs = {m: x.to(device) for m, x in inputs.items()}
-        present = {m: p.to(device) for m, p in present.items()}
-        outs.append(model(inputs, present).logits.softmax(-1).float().cpu())
+        yield model.encode_batch({m: x.to(device) for m, x in inputs.items()},
+                                 {m: p.to(device) for m, p in present.items()})
+
+
+@torch.inference_mode()
+def predict(model: MMGModel, data: WindowSet, modalities: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+    """Class probabilities ``[N, C]`` from the fused classifier on window 0 of every clip."""
+    outs = [model.classifier(model.fuse(enc)).softmax(-1).float().cpu()
+            for enc in _encoded_batches(model, data, modalities, batch_size)]
     return torch.cat(outs)
 
 
 @torch.inference_mode()
 def embeddings(model: MMGModel, data: WindowSet, modalities: Sequence[str], batch_size: int = 64) -> torch.Tensor:
     """Normalised fused embeddings ``[N, D]`` of a modality set (what prototypes are built from)."""
-    model.eval()
-    device = next(model.parameters()).device
-    outs = []
-    for start in range(0, len(data), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(data)))
-        inputs, present = data.batch(index, 0, modalities)
-        enc = model.encode_batch({m: x.to(device) for m, x in inputs.items()},
-                                 {m: p.to(device) for m, p in present.items()})
-        outs.append(embed(model, enc, modalities).float().cpu())
+    outs = [embed(model, enc, modalities).float().cpu()
+            for enc in _encoded_batches(model, data, modalities, batch_size)]
     return torch.cat(outs)
 
 
@@ -65,7 +62,7 @@ class FewShotResult:
 
 
 def few_shot(support_emb: torch.Tensor, query_emb: torch.Tensor, labels: Sequence[int], way: int = 5,
-             shot: int = 5, query: int = 15, episodes: int = 600, seed: int = 0) -> FewShotResult:
+             shot: int = 5, query: int = 5, episodes: int = 600, seed: int = 0) -> FewShotResult:
     """N-way K-shot accuracy with a 95 % confidence interval (1.96·std/√episodes).
 
     Support clips are embedded with one modality set (``support_emb``) and queries with another

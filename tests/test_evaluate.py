@@ -1,0 +1,71 @@
+"""Evaluation: few-shot episodes and CI, accuracy/fewshot CLIs print the documented JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mmg_live.checkpoint import save_checkpoint
+from mmg_live.models.mmg import build_model
+from trainer.data.utd_mhad import ACTIONS
+from trainer.evaluate import few_shot, modality_subsets
+
+
+def test_few_shot_on_separable_and_random_embeddings():
+    labels = np.repeat(np.arange(8), 12).tolist()
+    centres = torch.eye(8) * 10
+    separable = centres[torch.tensor(labels)] + 0.1 * torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(0))
+    result = few_shot(separable, separable, labels, episodes=100)
+    assert result.acc == 1.0 and result.ci95 == 0.0 and result.episodes == 100
+    noise = torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(1))
+    chance = few_shot(noise, torch.randn(len(labels), 8), labels, episodes=300)
+    assert 0.12 < chance.acc < 0.28 and 0 < chance.ci95 < 0.05  # 5-way chance is 0.2
+    # Cross-modal: support from one "modality", queries from a shifted copy of the same classes.
+    shifted = separable + 0.5
+    assert few_shot(separable, shifted, labels, episodes=50).acc == 1.0
+
+
+def test_modality_subsets():
+    assert modality_subsets(["video", "imu"]) == [["video"], ["imu"], ["video", "imu"]]
+    assert len(modality_subsets(["video", "audio", "imu"])) == 7
+
+
+@pytest.fixture(scope="module")
+def imu_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model("lite", list(ACTIONS))
+    model.trained.encoders, model.trained.fusion, model.trained.classifier = ["imu"], ["imu"], True
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "imu.safetensors", model)
+
+
+def _eval(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "trainer.cli", *args], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_accuracy_cli_json(utd_mhad_dir, imu_checkpoint):
+    result = _eval("accuracy", "--checkpoint", str(imu_checkpoint), "--dataset", "utd-mhad", "--data",
+                   str(utd_mhad_dir), "--subjects", "2", "--modalities", "imu", "--json")
+    assert set(result) == {"top1", "n"} and 0.0 <= result["top1"] <= 1.0
+    assert result["n"] == 108  # subject 2: 27 actions x 4 trials
+
+
+def test_fewshot_cli_json(utd_mhad_dir, imu_checkpoint):
+    result = _eval("fewshot", "--checkpoint", str(imu_checkpoint), "--dataset", "utd-mhad", "--data",
+                   str(utd_mhad_dir), "--subjects", "2,4,6", "--support", "imu", "--query", "imu",
+                   "--episodes", "50", "--json")
+    assert set(result) == {"acc", "ci95", "episodes"} and result["episodes"] == 50
+    assert 0.2 < result["acc"] <= 1.0  # even random IMU features beat chance on real motion
+
+
+def test_missing_checkpoint_is_one_line_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "trainer.cli", "accuracy", "--checkpoint", str(tmp_path / "x"),
+                             "--dataset", "utd-mhad", "--data", str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "not found" in result.stderr
