@@ -1,0 +1,347 @@
+"""InferenceEngine on replayed sessions and synthetic buffers; JSON-lines and ZeroMQ sinks."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from devices.base import Chunk, host_now
+from devices.replay import open_replay
+from mmg_live.checkpoint import load_checkpoint, save_checkpoint
+from mmg_live.live.buffer import StreamBuffer, Synchronizer
+from mmg_live.live.engine import EmaSmoother, InferenceEngine, Prediction, SourceBuffers
+from mmg_live.live.publish import JsonlSink, ZmqPredictionPublisher
+from mmg_live.live.recorder import SessionWriter
+from mmg_live.live.windowing import synchronizer_windows, window_tensors
+from mmg_live.models.mmg import build_model
+from mmg_live.prototypes import PrototypeBank
+
+CLASSES = ["walk", "sit", "wave"]
+STREAMS = {"video": "video", "audio": "audio", "imu": "imu"}
+
+
+def make_model(tmp_path: Path, trained=("video", "imu"), classifier=True):
+    """An untrained lite model marked as trained on ``trained``, through a checkpoint round trip."""
+    torch.manual_seed(0)
+    model = build_model("lite", CLASSES)
+    model.trained.encoders = list(trained)
+    model.trained.fusion = list(trained)
+    model.trained.classifier = classifier
+    path = save_checkpoint(tmp_path / f"model_{'_'.join(trained) or 'none'}.safetensors", model)
+    loaded, info = load_checkpoint(path, device="cpu")
+    assert info.trained.encoders == sorted(trained)
+    return loaded
+
+
+def imu_signal(t: np.ndarray) -> np.ndarray:
+    return np.stack([np.sin(2 * np.pi * 1.3 * t), 0.2 * np.cos(t), np.ones_like(t),
+                     30 * np.sin(2 * np.pi * 0.7 * t), np.zeros_like(t), 10 * np.cos(3 * t)], 1).astype(np.float32)
+
+
+def write_session(folder: Path, seconds: float = 12.0, t0: float = 500.0) -> Path:
+    """Gray 30 fps video (48x64), 16 kHz audio in 512-sample blocks, 50 Hz IMU."""
+    rng = np.random.default_rng(3)
+    nv, na, ni = int(30 * seconds), int(16000 * seconds), int(50 * seconds)
+    with SessionWriter(folder, {"audio": {"rate": 16000}, "video": {"fps": 30}}) as w:
+        tv = t0 + 0.003 + np.arange(nv) / 30
+        frames = np.zeros((nv, 48, 64, 1), np.uint8)
+        for i in range(nv):
+            x = int(8 + 40 * (0.5 + 0.5 * math.sin(i / 15)))
+            frames[i, 12:36, x:x + 12] = 200
+            w.write(Chunk("video", tv[i:i + 1], frames[i:i + 1]))
+        ta = t0 + np.arange(na) / 16000
+        audio = (0.1 * np.sin(2 * np.pi * 440 * ta) + rng.normal(0, 0.01, na)).astype(np.float32)[:, None]
+        for i in range(0, na, 512):
+            w.write(Chunk("audio", ta[i:i + 512], audio[i:i + 512]))
+        ti = t0 + 0.001 + np.arange(ni) / 50
+        w.write(Chunk("imu", ti, imu_signal(ti - t0)))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory) -> Path:
+    return write_session(tmp_path_factory.mktemp("engine") / "session")
+
+
+class Replay:
+    """A session replayed into SourceBuffers; sources stopped on exit."""
+
+    def __init__(self, folder: Path) -> None:
+        self.sources = {s.name: s for s in open_replay(folder, speed=1.0)}
+        self.buffers = SourceBuffers(seconds=8.0)
+        self.streams = self.buffers.attach(list(self.sources.values()))
+
+    def __enter__(self) -> "Replay":
+        for s in self.sources.values():
+            s.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s in self.sources.values():
+            s.stop()
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.items: list[Prediction] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, pred: Prediction) -> None:
+        with self.cond:
+            self.items.append(pred)
+            self.cond.notify_all()
+
+    def wait_for(self, predicate, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: predicate(self.items), timeout)
+
+
+def test_predictions_every_stride_with_trained_live_modalities_and_json(session, tmp_path):
+    model = make_model(tmp_path, trained=("video", "imu"))  # audio streams but is never used
+    got = Collector()
+    jsonl = tmp_path / "preds.jsonl"
+    sink = JsonlSink(jsonl)
+    with Replay(session) as replay:
+        assert replay.streams == STREAMS
+        engine = InferenceEngine(model, replay.buffers.synchronizer, replay.streams, stride_s=0.4,
+                                 device="cpu", on_prediction=[got, sink])
+        with engine:
+            assert got.wait_for(lambda items: len(items) >= 1, timeout=15), engine.stats()
+            first = host_now()
+            assert got.wait_for(lambda items: len(items) >= 8, timeout=15), engine.stats()
+            elapsed = host_now() - first
+        stats = engine.stats()
+    sink.close()
+    preds = got.items
+    assert stats["errors"] == 0, stats["last_error"]
+    # one window per stride: made + skipped windows match the elapsed time
+    made = 7 / elapsed * 0.4
+    assert 0.6 < made <= 1.15, (elapsed, stats)
+    assert stats["predictions"] + stats["skipped"] <= stats["windows"] + 1
+    for p in preds:
+        assert p.modalities == ["video", "imu"]
+        assert 0.0 <= p.emitted - p.t < 1.0  # about the newest data
+        assert [e["label"] for e in p.top] and sorted(e["label"] for e in p.top) == sorted(CLASSES)
+        assert sum(e["p"] for e in p.top) == pytest.approx(1.0, abs=1e-6)
+        assert set(p.latency_ms) == {"total", "fetch", "preprocess", "encode_fuse", "post"}
+        assert p.latency_ms["total"] >= p.latency_ms["encode_fuse"] > 0
+    assert all(b.t > a.t for a, b in zip(preds, preds[1:]))
+    gaps = np.diff([p.t for p in preds])
+    assert np.median(gaps) == pytest.approx(0.4, abs=0.15)
+    status = stats["modalities"]
+    assert status["audio"]["trained"] is False and status["audio"]["used"] is False
+    assert status["video"]["used"] and status["imu"]["live"] and status["imu"]["coverage"] > 0.9
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(lines) == len(preds)
+    assert {"t", "top", "modalities", "latency_ms", "label", "skipped"} <= set(lines[0])
+    assert lines[-1]["t"] == pytest.approx(preds[-1].t) and lines[-1]["modalities"] == ["video", "imu"]
+
+
+def test_video_switched_off_then_stopped_keeps_imu_predictions(session, tmp_path):
+    model = make_model(tmp_path, trained=("video", "imu", "audio"))
+    got = Collector()
+    with Replay(session) as replay:
+        engine = InferenceEngine(model, replay.buffers.synchronizer, replay.streams, stride_s=0.25,
+                                 device="cpu", on_prediction=got)
+        with engine:
+            assert got.wait_for(lambda items: any(p.modalities == ["video", "audio", "imu"] for p in items), 15)
+            engine.set_enabled("video", False)  # privacy switch
+            n = len(got.items)
+            assert got.wait_for(lambda items: len(items) >= n + 3, 10)
+            assert [p.modalities for p in got.items[n + 1:]] == [["audio", "imu"]] * len(got.items[n + 1:])
+            assert engine.stats()["modalities"]["video"]["reason"] == "switched off"
+            engine.set_enabled("video", True)
+            engine.set_enabled("audio", False)
+            assert got.wait_for(lambda items: items[-1].modalities == ["video", "imu"], 10)
+            replay.sources["video"].stop()  # the camera goes away: its coverage fades out
+            n = len(got.items)
+            assert got.wait_for(lambda items: len(items) > n and items[-1].modalities == ["imu"], 10), \
+                engine.stats()
+            n = len(got.items)
+            assert got.wait_for(lambda items: len(items) >= n + 2, 10)
+            stats = engine.stats()
+    assert stats["errors"] == 0, stats["last_error"]
+    assert all(p.modalities == ["imu"] for p in got.items[n:])
+    assert "covers" in stats["modalities"]["video"]["reason"]
+
+
+def test_slow_model_skips_windows_instead_of_queueing(session, tmp_path):
+    model = make_model(tmp_path, trained=("imu",))
+    original = model.encode_batch
+
+    def slow(*args, **kwargs):
+        time.sleep(0.35)
+        return original(*args, **kwargs)
+
+    model.encode_batch = slow
+    got = Collector()
+    with Replay(session) as replay:
+        engine = InferenceEngine(model, replay.buffers.synchronizer, replay.streams, stride_s=0.1,
+                                 device="cpu", on_prediction=got)
+        with engine:
+            assert got.wait_for(lambda items: len(items) >= 6, 20), engine.stats()
+            stats = engine.stats()
+    preds = got.items
+    assert stats["skipped"] >= 2 * len(preds) - 4, stats  # ~3 windows skipped per prediction
+    assert preds[-1].skipped > preds[1].skipped >= 0
+    ages = [p.emitted - p.t for p in preds]
+    assert max(ages) < 0.35 + 0.3  # never behind by more than one inference plus a stride
+    assert ages[-1] < ages[0] + 0.2  # not growing: no queue builds up
+    assert np.min(np.diff([p.emitted for p in preds])) >= 0.3
+
+
+def feed(buffer: StreamBuffer, modality: str, ts: np.ndarray, data: np.ndarray) -> None:
+    buffer.append(Chunk(modality, ts, data, buffer.name))
+
+
+def synthetic_sync(t_end: float = 100.0, seconds: float = 4.0) -> Synchronizer:
+    imu = StreamBuffer("imu", 6.0, 50.0, (6,), np.float32)
+    video = StreamBuffer("video", 6.0, 30.0, (32, 32, 1), np.uint8)
+    ti = t_end - seconds + np.arange(int(50 * seconds)) / 50 + 0.02
+    feed(imu, "imu", ti, imu_signal(ti))
+    tv = t_end - seconds + np.arange(int(30 * seconds)) / 30 + 1 / 30
+    feed(video, "video", tv, np.random.default_rng(0).integers(0, 255, (len(tv), 32, 32, 1), dtype=np.uint8))
+    return Synchronizer([imu, video])
+
+
+def test_idle_with_reasons_never_raises(tmp_path):
+    states = []
+    untrained = make_model(tmp_path, trained=())
+    engine = InferenceEngine(untrained, synthetic_sync(), {"imu": "imu", "video": "video"}, device="cpu",
+                             on_state=lambda s, r: states.append((s, r)))
+    assert engine.step() is None
+    stats = engine.stats()
+    assert stats["state"] == "idle" and "not trained" in stats["reason"]
+    model = make_model(tmp_path, trained=("imu", "video"))
+    engine = InferenceEngine(model, synthetic_sync(), {"imu": "imu", "video": "video"}, device="cpu")
+    engine.set_enabled("imu", False)
+    engine.set_enabled("video", False)
+    assert engine.step() is None
+    assert "imu: switched off" in engine.stats()["reason"] and "video: switched off" in engine.stats()["reason"]
+    engine.set_enabled("imu", True)
+    pred = engine.step()
+    assert pred is not None and pred.modalities == ["imu"]
+    assert engine.step() is None and "no new samples" in engine.stats()["reason"]  # nothing arrived since
+    empty = Synchronizer([StreamBuffer("imu", 5.0, 50.0, (6,), np.float32)])
+    engine = InferenceEngine(model, empty, {"imu": "imu"}, device="cpu")
+    assert engine.step() is None and engine.stats()["reason"] == "no samples yet"
+    # a stream that covers too little of its window is not live
+    short = StreamBuffer("imu", 5.0, 50.0, (6,), np.float32)
+    feed(short, "imu", 10.0 + np.arange(40) / 50, np.zeros((40, 6), np.float32))
+    engine = InferenceEngine(model, Synchronizer([short]), {"imu": "imu"}, device="cpu")
+    assert engine.step() is None and "covers 27% of its 3 s window" in engine.stats()["reason"]
+    assert states[0][0] == "idle"
+
+
+def test_worker_survives_exceptions_and_counts_them(tmp_path):
+    model = make_model(tmp_path, trained=("imu",))
+    original, calls = model.encode_batch, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom\nsecond line")
+        return original(*args, **kwargs)
+
+    model.encode_batch = flaky
+    sync = synthetic_sync(t_end=host_now())
+    got = Collector()
+
+    def keep_feeding(stop: threading.Event) -> None:
+        buf = sync.buffers["imu"]
+        while not stop.wait(0.02):
+            t = host_now()
+            feed(buf, "imu", np.array([t]), imu_signal(np.array([t])))
+
+    stop = threading.Event()
+    feeder = threading.Thread(target=keep_feeding, args=(stop,), daemon=True)
+    feeder.start()
+    try:
+        with InferenceEngine(model, sync, {"imu": "imu"}, stride_s=0.05, device="cpu", on_prediction=got) as engine:
+            assert got.wait_for(lambda items: len(items) >= 4, 10), engine.stats()
+            stats = engine.stats()
+    finally:
+        stop.set()
+        feeder.join(2)
+    assert stats["errors"] == 1 and stats["last_error"] == "RuntimeError: boom second line"
+    assert engine.stats()["state"] == "stopped"
+
+
+def test_fetch_matches_the_shared_live_window_path(tmp_path):
+    model = make_model(tmp_path, trained=("imu", "video"))
+    sync = synthetic_sync()
+    streams = {"imu": "imu", "video": "video"}
+    engine = InferenceEngine(model, sync, streams, device="cpu")
+    t_end = sync.latest_time()
+    status = {m: {"reason": None} for m in streams}
+    raw, rates = engine._fetch(t_end, list(streams), status)
+    expected = synchronizer_windows(sync, model.config.specs, t_end, streams)
+    for m in streams:
+        np.testing.assert_array_equal(raw[m][0], expected[m][0])
+        np.testing.assert_array_equal(raw[m][1], expected[m][1])
+    ours, _ = window_tensors(raw, model.config.specs, t_end, rates)
+    theirs, _ = window_tensors(expected, model.config.specs, t_end)
+    for m in streams:
+        torch.testing.assert_close(ours[m], theirs[m])
+
+
+def test_custom_action_from_the_bank_and_smoothing(tmp_path):
+    model = make_model(tmp_path, trained=("imu", "video"), classifier=False)
+    sync = synthetic_sync()
+    bank = PrototypeBank(model, unknown_threshold=0.4)
+    raw = synchronizer_windows(sync, model.config.specs, sync.latest_time(), {"imu": "imu", "video": "video"})
+    tensors, _ = window_tensors(raw, model.config.specs, sync.latest_time())
+    bank.add_example("stir", tensors)  # enrolled from video+imu
+    engine = InferenceEngine(model, sync, {"imu": "imu"}, device="cpu", prototypes=bank, smoothing="none")
+    pred = engine.step()
+    assert pred is not None and pred.modalities == ["imu"]
+    assert pred.label == "stir" and pred.top[0] == {"label": "stir", "p": pytest.approx(1.0, abs=0.01),
+                                                     "kind": "custom"}
+    smoother = EmaSmoother(alpha=0.25)
+    np.testing.assert_allclose(smoother(["a", "b"], np.array([1.0, 0.0])), [1.0, 0.0])
+    np.testing.assert_allclose(smoother(["a", "b"], np.array([0.0, 1.0])), [0.75, 0.25])
+    np.testing.assert_allclose(smoother(["a", "b", "c"], np.array([0.0, 0.0, 1.0])), [0.0, 0.0, 1.0])  # restart
+
+
+def test_zmq_publisher_on_loopback(tmp_path):
+    import zmq
+
+    model = make_model(tmp_path, trained=("imu",))
+    publisher = ZmqPredictionPublisher("tcp://127.0.0.1:0")
+    assert publisher.endpoint.startswith("tcp://127.0.0.1:")
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"prediction")
+    sub.connect(publisher.endpoint)
+    try:
+        engine = InferenceEngine(model, synthetic_sync(), {"imu": "imu"}, device="cpu", on_prediction=publisher)
+        pred = engine.step()
+        assert pred is not None
+        # PUB drops messages sent before the subscription is through: publish until one arrives
+        poller = zmq.Poller()
+        poller.register(sub, zmq.POLLIN)
+        deadline = time.monotonic() + 5
+        message = None
+        while message is None and time.monotonic() < deadline:
+            publisher(pred)
+            if poller.poll(100):
+                message = sub.recv_multipart()
+        assert message is not None, "no prediction received over ZeroMQ"
+        topic, payload = message
+        body = json.loads(payload)
+        assert topic == b"prediction" and body["t"] == pytest.approx(pred.t)
+        assert body["modalities"] == ["imu"] and body["top"][0]["label"] in CLASSES
+        assert set(body["latency_ms"]) >= {"total", "encode_fuse"}
+    finally:
+        sub.close(0)
+        publisher.close()
+    with pytest.raises(OSError, match="--publish tcp://127.0.0.1:nope: cannot bind"):
+        ZmqPredictionPublisher("tcp://127.0.0.1:nope")
