@@ -6,10 +6,12 @@ every source that opens into a session folder and prints a per-stream summary. A
 fails to open is reported on one line and the others keep going; the exit status is non-zero
 only when none opened.
 
-Accepted now, used once the inference engine and GUI land: ``--checkpoint``, ``--device``,
-``--prototypes``, ``--jsonl``, ``--publish``, ``--config``. Without ``--headless`` the Qt GUI
-(``mmg_live.gui.app.main(args)``) is started when it is installed; ``--demo`` prints what the
-demo will do.
+Headless inference: with ``--checkpoint`` the live engine runs on the sources and prints every
+prediction as one JSON line on stdout (status lines then go to stderr), optionally also to
+``--jsonl FILE`` and a ZeroMQ publisher (``--publish``), with custom actions from
+``--prototypes``; ``--device`` picks the compute device. ``--config`` is accepted for the GUI.
+Without ``--headless`` the Qt GUI (``mmg_live.gui.app.main(args)``) is started when it is
+installed; ``--demo`` prints what the demo will do.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seconds", type=float, default=None, metavar="N", help="stop after N seconds")
     run.add_argument("--demo", action="store_true", help="show the demo plan (the GUI demo arrives with the GUI)")
     run.add_argument("--calibration", metavar="FILE", help="calibration profile (JSON); stored with recordings")
-    inf = p.add_argument_group("inference (accepted now; used once the inference engine lands)")
+    inf = p.add_argument_group("inference (--headless: predictions as JSON lines on stdout)")
     inf.add_argument("--checkpoint", metavar="FILE", help="model checkpoint (safetensors + JSON)")
     inf.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="compute device")
     inf.add_argument("--prototypes", metavar="FILE", help="custom-action prototype bank")
@@ -158,6 +160,8 @@ def _device_settings(src: Source, label: str) -> dict:
 
 
 def _headless(args: argparse.Namespace, calibration=None) -> int:
+    # with inference, stdout carries only prediction JSON lines; status lines go to stderr
+    out = sys.stderr if args.checkpoint else sys.stdout
     factories = _factories(args)
     sources: list[tuple[str, Source]] = []
     for label, make in factories:
@@ -175,6 +179,18 @@ def _headless(args: argparse.Namespace, calibration=None) -> int:
 
         applier = ProfileApplier(calibration)
         sources = [(label, applier.wrap(src)) for label, src in sources]
+    inference = None
+    if args.checkpoint:
+        from mmg_live.live.engine import HeadlessInference
+
+        try:
+            inference = HeadlessInference(args.checkpoint, [src for _, src in sources], device=args.device,
+                                          prototypes=args.prototypes, jsonl=args.jsonl, publish=args.publish)
+        except (ValueError, OSError, RuntimeError) as exc:
+            _err(" ".join(str(exc).split()))
+            return 1
+        if inference.warning:
+            _err(inference.warning)
     writer = None
     if args.record:
         from mmg_live.live.recorder import SessionWriter
@@ -206,7 +222,9 @@ def _headless(args: argparse.Namespace, calibration=None) -> int:
                 _err("no source could be opened; nothing recorded" if writer else "no source could be opened")
                 return 1
             names = ", ".join(f"{s.name} ({s.modality})" for _, s in started)
-            print(f"{PROG}: capturing {names}" + (f" into {args.record}" if writer else ""), flush=True)
+            print(f"{PROG}: capturing {names}" + (f" into {args.record}" if writer else ""), file=out, flush=True)
+            if inference is not None:
+                inference.start()
             deadline = None if args.seconds is None else t_start + args.seconds
             next_counters = host_now()
             while not stopper.event.is_set():
@@ -227,6 +245,7 @@ def _headless(args: argparse.Namespace, calibration=None) -> int:
                     src.stop()
                 except Exception as exc:
                     _err(f"{src.name}: stopping failed: {exc}")
+            engine_stats = inference.stop() if inference is not None else None
             failed = None
             if writer is not None:
                 _update_counters(writer, started)
@@ -234,7 +253,12 @@ def _headless(args: argparse.Namespace, calibration=None) -> int:
                     writer.close()
                 except RuntimeError as exc:  # SessionError: disk full, folder removed, ...
                     failed = str(exc)
-    _summary(started, writer, host_now() - t_start, args.record)
+    _summary(started, writer, host_now() - t_start, args.record, out)
+    if engine_stats is not None:
+        print(f"{PROG}: {engine_stats['predictions']} predictions, {engine_stats['skipped']} windows skipped, "
+              f"{engine_stats['errors']} errors" + (f" (last: {engine_stats['last_error']})" if engine_stats["errors"] else "")
+              + (f"; engine {engine_stats['state']}: {engine_stats['reason']}" if engine_stats["reason"] else ""),
+              file=out, flush=True)
     if failed:
         _err(f"recording failed: {failed}; what was written before is in {args.record}")
         return 1
@@ -250,9 +274,11 @@ def _update_counters(writer: Any, started: list[tuple[str, Source]]) -> None:
         )
 
 
-def _summary(started: list[tuple[str, Source]], writer: Any, elapsed: float, folder: str | None) -> None:
+def _summary(started: list[tuple[str, Source]], writer: Any, elapsed: float, folder: str | None,
+             out: Any = None) -> None:
+    out = out or sys.stdout
     written = writer.stats() if writer is not None else {}
-    print(f"{PROG}: {elapsed:.1f} s captured")
+    print(f"{PROG}: {elapsed:.1f} s captured", file=out)
     for _, src in started:
         h = src.health()
         w = written.get(src.name, {})
@@ -266,9 +292,9 @@ def _summary(started: list[tuple[str, Source]], writer: Any, elapsed: float, fol
             line += f"  rejected {w['rejected']} ({w.get('error')})"
         if h.error:
             line += f"  error: {h.error}"
-        print(line)
+        print(line, file=out)
     if folder:
-        print(f"{PROG}: session written to {Path(folder).resolve()}", flush=True)
+        print(f"{PROG}: session written to {Path(folder).resolve()}", file=out, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -297,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_gui(args)
     if not (args.camera is not None or args.mic is not None or args.imu or args.replay or args.remote):
         parser.error("no source: give --camera, --mic, --imu, --remote and/or --replay")
+    for flag in ("prototypes", "jsonl", "publish"):
+        if getattr(args, flag) and not args.checkpoint:
+            parser.error(f"--{flag} needs --checkpoint (the model that makes the predictions)")
     return _headless(args, calibration)
 
 

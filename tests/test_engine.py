@@ -345,3 +345,43 @@ def test_zmq_publisher_on_loopback(tmp_path):
         publisher.close()
     with pytest.raises(OSError, match="--publish tcp://127.0.0.1:nope: cannot bind"):
         ZmqPredictionPublisher("tcp://127.0.0.1:nope")
+
+
+def test_cli_headless_prints_prediction_json_lines(session, tmp_path, capsys):
+    from mmg_live.cli import main
+
+    model = make_model(tmp_path, trained=("imu", "video"))
+    ckpt = save_checkpoint(tmp_path / "cli_model.safetensors", model)
+    bank = PrototypeBank(model)
+    sync = synthetic_sync()
+    raw = synchronizer_windows(sync, model.config.specs, sync.latest_time(), {"imu": "imu"})
+    bank.add_example("stir", window_tensors(raw, model.config.specs, sync.latest_time())[0])
+    protos = bank.save(tmp_path / "protos.safetensors")
+    jsonl = tmp_path / "out.jsonl"
+    rc = main(["--headless", "--replay", str(session), "--seconds", "3.5", "--checkpoint", str(ckpt),
+               "--device", "cpu", "--prototypes", str(protos), "--jsonl", str(jsonl)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]  # stdout holds only predictions
+    assert len(lines) >= 3, err
+    assert all(p["modalities"] == ["video", "imu"] for p in lines)
+    assert {e["label"] for e in lines[-1]["top"]} <= set(CLASSES) | {"stir"}
+    assert [json.loads(x)["t"] for x in jsonl.read_text().splitlines()] == [p["t"] for p in lines]
+    assert "mmg-live: capturing" in err and f"{len(lines)} predictions" in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--checkpoint", "{tmp}/missing.safetensors"], "{tmp}/missing.safetensors: checkpoint file not found"),
+    (["--checkpoint", "{ckpt}", "--prototypes", "{tmp}/bad.safetensors"],
+     "{tmp}/bad.safetensors: not a readable prototype file"),
+])
+def test_cli_inference_errors_are_one_line(session, tmp_path, capsys, extra, message):
+    from mmg_live.cli import main
+
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", make_model(tmp_path, trained=("imu",)))
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    argv = [a.format(tmp=tmp_path, ckpt=ckpt) for a in extra]
+    rc = main(["--headless", "--replay", str(session), "--seconds", "0.5", *argv])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("mmg-live: " + message.format(tmp=tmp_path)), err

@@ -477,3 +477,58 @@ class SourceBuffers:
 
 __all__ = ["InferenceEngine", "Prediction", "EmaSmoother", "NoSmoothing", "make_smoother", "SourceBuffers",
            "STAGES", "UNKNOWN"]
+
+
+class HeadlessInference:
+    """The engine and its sinks as ``mmg-live --headless --checkpoint`` runs them.
+
+    Loads the checkpoint (and the prototype bank), attaches ring buffers to ``sources`` (call
+    before starting them) and sends every prediction to stdout as a JSON line (``stdout``),
+    to a JSON-lines file (``jsonl``) and/or a ZeroMQ PUB socket (``publish``).
+    Raises ``ValueError``/``OSError``/``RuntimeError`` with a one-line message when something
+    cannot be opened; whatever was opened before is closed again.
+    """
+
+    def __init__(self, checkpoint: str, sources: Sequence[Source], *, device: str = "auto",
+                 prototypes: str | None = None, jsonl: str | None = None, publish: str | None = None,
+                 stdout: bool = True, stride_s: float = 0.25) -> None:
+        import sys
+
+        from mmg_live.checkpoint import load_checkpoint
+        from mmg_live.live.publish import JsonlSink, ZmqPredictionPublisher
+
+        model, _info = load_checkpoint(checkpoint, device)
+        bank = PrototypeBank.load(prototypes, model) if prototypes else None
+        self.sinks: list[Any] = []
+        try:
+            if stdout:
+                self.sinks.append(JsonlSink(sys.stdout))
+            if jsonl:
+                self.sinks.append(JsonlSink(jsonl))
+            if publish:
+                self.sinks.append(ZmqPredictionPublisher(publish))
+        except Exception:
+            self.close_sinks()
+            raise
+        self.buffers = SourceBuffers()
+        streams = self.buffers.attach(sources)
+        self.engine = InferenceEngine(model, self.buffers.synchronizer, streams, stride_s=stride_s,
+                                      device=model.device, prototypes=bank, on_prediction=self.sinks)
+        usable = self.engine.trained_modalities()
+        self.warning = None if usable else (
+            f"{checkpoint}: trained on {usable_modalities(model) or 'no modality'}; none of the sources "
+            f"({', '.join(sorted(streams)) or 'none'}) can be used, so no predictions will be made")
+
+    def start(self) -> None:
+        self.engine.start()
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the engine, close the sinks; returns the engine's final stats."""
+        self.engine.stop()
+        self.close_sinks()
+        return self.engine.stats()
+
+    def close_sinks(self) -> None:
+        for sink in self.sinks:
+            if getattr(sink, "name", None) != "<stdout>":
+                sink.close()
