@@ -358,7 +358,7 @@ class InferenceEngine:
             inside = ts[(ts > t_end - window_s) & (ts <= t_end)]
             cov = coverage_of(inside, buf.rate, window_s)
             status[m]["coverage"] = cov
-            if cov < self.coverage_threshold:
+            if cov + 1e-9 < self.coverage_threshold:  # 90 samples at 50 Hz in 3 s is 60 %, not 59.99...
                 status[m]["reason"] = f"covers {cov:.0%} of its {window_s:g} s window (need {self.coverage_threshold:.0%})"
                 continue
             status[m]["live"] = True
