@@ -149,7 +149,7 @@ def main() -> None:
     model = build_model("lite", [f"class{i}" for i in range(27)])
     mods = sorted({s.modality for s in sources})
     model.trained.encoders, model.trained.fusion, model.trained.classifier = list(mods), list(mods), True
-    buffers = SourceBuffers(seconds=8.0)
+    buffers = SourceBuffers.for_model(model)  # what mmg-live --headless allocates
     streams = buffers.attach(sources)
     for s in sources:
         s.start()

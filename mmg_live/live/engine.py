@@ -438,15 +438,22 @@ class SourceBuffers:
     on its first chunk (rate from ``health().nominal_rate``, else ``default_rates``), then adds
     it to :attr:`synchronizer` by swapping in a new dict (readers never see it change size).
     ``streams`` maps each modality to the first stream of that modality, for the engine.
+    ``seconds`` is the history held, for every stream or per modality (see :meth:`for_model`).
     """
 
     default_rates = {"video": 30.0, "audio": 16000.0, "imu": 50.0}
 
-    def __init__(self, seconds: float = 12.0, coverage_threshold: float = 0.6) -> None:
-        self.seconds = float(seconds)
+    def __init__(self, seconds: float | Mapping[str, float] = 8.0, coverage_threshold: float = 0.6) -> None:
+        self.seconds = seconds if isinstance(seconds, Mapping) else {m: float(seconds) for m in MODALITIES}
         self.synchronizer = Synchronizer({}, coverage_threshold=coverage_threshold)
         self.streams: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_model(cls, model: MMGModel, slack_s: float = 0.5) -> "SourceBuffers":
+        """Buffers holding just what the model's windows need (a 640x480 RGB camera is ~1 MB a frame)."""
+        specs = model.config.specs
+        return cls({m: specs[m].window_s + 2 * FETCH_MARGIN_S + slack_s for m in MODALITIES})
 
     def attach(self, sources: Sequence[Source]) -> dict[str, str]:
         """Subscribe to ``sources`` (call before starting them); returns ``streams``."""
@@ -470,7 +477,7 @@ class SourceBuffers:
                 return existing
             rate = src.health().nominal_rate or self.default_rates[src.modality]
             dtype = np.uint8 if src.modality == "video" else np.float32
-            buf = StreamBuffer(src.modality, self.seconds, rate, np.asarray(chunk.data).shape[1:], dtype, name=src.name)
+            buf = StreamBuffer(src.modality, self.seconds[src.modality], rate, np.asarray(chunk.data).shape[1:], dtype, name=src.name)
             self.synchronizer.buffers = {**self.synchronizer.buffers, src.name: buf}
             return buf
 
@@ -510,7 +517,7 @@ class HeadlessInference:
         except Exception:
             self.close_sinks()
             raise
-        self.buffers = SourceBuffers()
+        self.buffers = SourceBuffers.for_model(model)
         streams = self.buffers.attach(sources)
         self.engine = InferenceEngine(model, self.buffers.synchronizer, streams, stride_s=stride_s,
                                       device=model.device, prototypes=bank, on_prediction=self.sinks)
