@@ -114,8 +114,10 @@ def _demo(args: argparse.Namespace) -> int:
     print("     the top actions, letting you add custom actions from a few recorded examples,")
     print("  4. record sessions on demand into a folder you choose.")
     print(*(_describe(args) or ["  source  (defaults)"]), sep="\n")
-    print(f"  model   {args.checkpoint or '(bundled default, when the engine lands)'} on {args.device}")
-    print("The GUI and the inference engine are not wired up yet: use --headless to capture and record now.")
+    print(f"  model   {args.checkpoint or '(bundled default, once it is trained and shipped)'} on {args.device}")
+    print("The GUI and the bundled default model are not there yet. Available now: headless capture "
+          "(--headless --record DIR) and headless inference with a trained checkpoint "
+          "(--headless --replay DIR --checkpoint runs/utd/missing/model.safetensors).")
     return 0
 
 
