@@ -51,6 +51,24 @@ def _weights_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def write_safetensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                            metadata: dict[str, str]) -> Path:
+    """Write a safetensors file via a temporary file + rename, so a crash never leaves half a file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def _state_for_saving(model: MMGModel) -> dict[str, torch.Tensor]:
     # safetensors refuses shared storage; clone makes every tensor own its memory.
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
@@ -58,8 +76,6 @@ def _state_for_saving(model: MMGModel) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(path: str | os.PathLike, model: MMGModel, training: dict[str, Any] | None = None) -> Path:
     """Write ``model`` atomically to ``path`` (a ``.safetensors`` file); returns the path."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     state = _state_for_saving(model)
     meta = {
@@ -71,16 +87,7 @@ def save_checkpoint(path: str | os.PathLike, model: MMGModel, training: dict[str
         "training": training or {},
         "weights_sha256": _weights_digest(state),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={_META_KEY: json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_safetensors_atomic(path, state, {_META_KEY: json.dumps(meta)})
 
 
 def read_info(path: str | os.PathLike) -> tuple[CheckpointInfo, dict[str, Any]]:

@@ -17,7 +17,6 @@ installed; ``--demo`` prints what the demo will do.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading

@@ -36,7 +36,6 @@ import itertools
 import json
 import math
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,8 +286,6 @@ class PrototypeBank:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the bank atomically to ``path`` (``.safetensors``); returns the path."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         with self._lock:
             examples = list(self._examples)
@@ -302,16 +299,9 @@ class PrototypeBank:
             "examples": [{"name": e.name, "modalities": list(e.modalities), "subsets": sorted(e.embeddings),
                           "meta": e.meta} for e in examples],
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        from mmg_live.checkpoint import write_safetensors_atomic
+
+        return write_safetensors_atomic(path, tensors, {_META_KEY: json.dumps(meta)})
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: MMGModel) -> "PrototypeBank":

@@ -27,7 +27,7 @@ import torch
 
 from mmg_live.checkpoint import load_checkpoint, save_checkpoint
 from mmg_live.modalities import ModalitySpecs
-from mmg_live.models.mmg import MMGModel, build_model, select_device
+from mmg_live.models.mmg import MMGModel
 from mmg_live.models.registry import get_config
 from trainer.data.cache import Cache
 from trainer.data.clip import Clip
