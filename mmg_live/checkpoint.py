@@ -90,24 +90,38 @@ def save_checkpoint(path: str | os.PathLike, model: MMGModel, training: dict[str
     return write_safetensors_atomic(path, state, {_META_KEY: json.dumps(meta)})
 
 
-def read_info(path: str | os.PathLike) -> tuple[CheckpointInfo, dict[str, Any]]:
-    """Read and validate only the JSON header (cheap); returns the info and the raw dict."""
+def read_safetensors_json(path: Path, key: str, what: str, error: type[Exception],
+                          with_tensors: bool = False) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The JSON object stored under ``key`` in a safetensors file's metadata (and, optionally, its
+    tensors); every failure raises ``error`` with one line naming the file.
+
+    ``what`` names the kind of file in messages (e.g. ``"checkpoint"``, ``"prototype bank"``).
+    """
     from safetensors import safe_open
 
-    path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
+        raise error(f"{path}: {what} file not found")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()} if with_tensors else {}
     except Exception as exc:  # safetensors raises its own error types for bad headers
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
-    if _META_KEY not in metadata:
-        raise CheckpointError(f"{path}: safetensors file without mmg-live metadata (not an mmg-live checkpoint)")
+        raise error(f"{path}: not a readable {what} file ({_one_line(exc)})") from None
+    if key not in metadata:
+        raise error(f"{path}: safetensors file without {what} metadata (not an mmg-live {what})")
     try:
-        raw = json.loads(metadata[_META_KEY])
+        raw = json.loads(metadata[key])
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({exc.msg} at char {exc.pos})") from None
+        raise error(f"{path}: corrupt {what} metadata ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(raw, dict):
+        raise error(f"{path}: {what} metadata is not a JSON object")
+    return raw, tensors
+
+
+def read_info(path: str | os.PathLike) -> tuple[CheckpointInfo, dict[str, Any]]:
+    """Read and validate only the JSON header (cheap); returns the info and the raw dict."""
+    path = Path(path)
+    raw, _ = read_safetensors_json(path, _META_KEY, "checkpoint", CheckpointError)
     if raw.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {raw.get('format')!r} is not {FORMAT!r}")
     version = raw.get("format_version")

@@ -306,25 +306,12 @@ class PrototypeBank:
     @classmethod
     def load(cls, path: str | os.PathLike, model: MMGModel) -> "PrototypeBank":
         """Read a bank saved by :meth:`save` for ``model``; :class:`PrototypeError` names the problem."""
-        from safetensors import safe_open
+        from mmg_live.checkpoint import read_safetensors_json
 
         path = Path(path)
-        if not path.is_file():
-            raise PrototypeError(f"{path}: prototype file not found")
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-                tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-        except Exception as exc:  # safetensors raises its own types for truncated/garbled files
-            raise PrototypeError(f"{path}: not a readable prototype file ({_one_line(exc)})") from None
-        if _META_KEY not in metadata:
-            raise PrototypeError(f"{path}: safetensors file without prototype metadata (not an mmg-live prototype bank)")
-        try:
-            raw = json.loads(metadata[_META_KEY])
-        except json.JSONDecodeError as exc:
-            raise PrototypeError(f"{path}: corrupt prototype metadata ({exc.msg} at char {exc.pos})") from None
-        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            raise PrototypeError(f"{path}: not an mmg-live prototype bank (format {raw.get('format') if isinstance(raw, dict) else raw!r})")
+        raw, tensors = read_safetensors_json(path, _META_KEY, "prototype", PrototypeError, with_tensors=True)
+        if raw.get("format") != FORMAT:
+            raise PrototypeError(f"{path}: not an mmg-live prototype bank (format {raw.get('format')!r})")
         if raw.get("format_version") != FORMAT_VERSION:
             raise PrototypeError(f"{path}: prototype format version {raw.get('format_version')} (this mmg-live reads {FORMAT_VERSION})")
         dim = int(model.config.embed_dim)

@@ -86,7 +86,7 @@ def test_flipped_weight_bytes(saved, tmp_path):
 def test_garbage_file(tmp_path):
     bad = tmp_path / "garbage.safetensors"
     bad.write_bytes(b"this is not a checkpoint at all" * 10)
-    with pytest.raises(CheckpointError, match="not a readable safetensors file") as exc:
+    with pytest.raises(CheckpointError, match="not a readable checkpoint file") as exc:
         load_checkpoint(bad)
     _one_line(exc)
 
@@ -96,7 +96,7 @@ def test_plain_safetensors_without_metadata(tmp_path):
 
     other = tmp_path / "other.safetensors"
     save_file({"w": torch.zeros(2)}, str(other))
-    with pytest.raises(CheckpointError, match="without mmg-live metadata"):
+    with pytest.raises(CheckpointError, match="without checkpoint metadata"):
         read_info(other)
 
 
