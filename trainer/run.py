@@ -346,6 +346,8 @@ def _mark_trained(model: MMGModel, stage: StageConfig) -> None:
         for m in stage.label_modalities or stage.modalities:
             if m not in model.trained.fusion:
                 model.trained.fusion.append(m)
+            if m not in model.trained.classifier_modalities:
+                model.trained.classifier_modalities.append(m)
         model.trained.classifier = True
     if stage.type == "meta":
         for m in stage.modalities:

@@ -272,6 +272,37 @@ class InferenceEngine:
                     "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)), "n": len(lat)},
             }
 
+    def capture_inputs(self, modalities: Sequence[str] | None = None,
+                       t_end: float | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str], float | None]:
+        """The preprocessed window ending at ``t_end`` (default: the newest sample), for enrolment.
+
+        Uses the same liveness rules and preprocessing as :meth:`step` (trained, switched on,
+        enough coverage) restricted to ``modalities`` (default: every stream). Returns
+        ``(tensors, problems, t_end)``: one tensor per usable modality (no batch dimension, on
+        the CPU), the reason for each modality left out, and the window end actually used.
+        """
+        t_end = self.sync.latest_time() if t_end is None else float(t_end)
+        if t_end is None:
+            return {}, {m: "no samples yet" for m in (modalities or self.streams)}, None
+        trained = set(usable_modalities(self.model))
+        wanted = list(self.streams) if modalities is None else [m for m in modalities]
+        status = {m: {"coverage": 0.0, "live": False, "reason": None} for m in wanted}
+        candidates = []
+        for m in wanted:
+            if m not in self.streams or self.streams[m] not in self.sync.buffers:
+                status[m]["reason"] = "no stream"
+            elif m not in trained:
+                status[m]["reason"] = "encoder or fusion not trained for this modality"
+            elif not self.enabled(m):
+                status[m]["reason"] = "switched off"
+            else:
+                candidates.append(m)
+        raw, rates = self._fetch(t_end, candidates, status)
+        tensors, problems = window_tensors(raw, self.model.config.specs, t_end, rates) if raw else ({}, {})
+        reasons = {m: st["reason"] for m, st in status.items() if st["reason"] and m not in tensors}
+        reasons.update(problems)
+        return tensors, reasons, float(t_end)
+
     # ---- one window -------------------------------------------------------------------------
 
     def step(self) -> Prediction | None:
@@ -372,8 +403,9 @@ class InferenceEngine:
         with torch.inference_mode():
             enc = self.model.encode_batch(inputs)
             base = None
-            if self.model.trained.classifier:
-                fused = self.model.fuse(enc, used)
+            readable = [m for m in used if m in self.model.trained.classifier_inputs()]
+            if readable:
+                fused = self.model.fuse(enc, readable)
                 base = torch.softmax(self.model.classifier(fused)[0].float(), dim=-1).cpu().numpy()
             custom = bank.classify(enc, used) if bank is not None and len(bank) else None
         return base, custom
@@ -482,8 +514,6 @@ class SourceBuffers:
             return buf
 
 
-__all__ = ["InferenceEngine", "Prediction", "EmaSmoother", "NoSmoothing", "make_smoother", "SourceBuffers",
-           "STAGES", "UNKNOWN"]
 
 
 class HeadlessInference:
@@ -539,3 +569,7 @@ class HeadlessInference:
         for sink in self.sinks:
             if getattr(sink, "name", None) != "<stdout>":
                 sink.close()
+
+
+__all__ = ["InferenceEngine", "Prediction", "EmaSmoother", "NoSmoothing", "make_smoother", "SourceBuffers",
+           "HeadlessInference", "STAGES", "UNKNOWN"]

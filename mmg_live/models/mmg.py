@@ -32,19 +32,33 @@ class MMGOutput:
 
 @dataclass
 class TrainedParts:
-    """Which modalities each part has actually been trained on (saved in checkpoints)."""
+    """Which modalities each part has actually been trained on (saved in checkpoints).
+
+    ``classifier_modalities`` are the modalities the base classifier was trained to read
+    through the fusion; a modality added later (e.g. an audio entry trained on another data
+    set for custom actions only) is in ``fusion`` but not here, and the live engine then
+    leaves it out of the base-class prediction. Empty means "as ``fusion``" (older files).
+    """
 
     encoders: list[str] = field(default_factory=list)
     fusion: list[str] = field(default_factory=list)
     classifier: bool = False
+    classifier_modalities: list[str] = field(default_factory=list)
+
+    def classifier_inputs(self) -> list[str]:
+        """Modalities the base classifier may see (none without a trained classifier)."""
+        if not self.classifier:
+            return []
+        return list(self.classifier_modalities or self.fusion)
 
     def to_dict(self) -> dict:
-        return {"encoders": sorted(self.encoders), "fusion": sorted(self.fusion), "classifier": self.classifier}
+        return {"encoders": sorted(self.encoders), "fusion": sorted(self.fusion), "classifier": self.classifier,
+                "classifier_modalities": sorted(self.classifier_modalities)}
 
     @classmethod
     def from_dict(cls, values: Mapping) -> "TrainedParts":
         return cls(list(values.get("encoders", [])), list(values.get("fusion", [])),
-                   bool(values.get("classifier", False)))
+                   bool(values.get("classifier", False)), list(values.get("classifier_modalities", [])))
 
 
 class MMGModel(nn.Module):
