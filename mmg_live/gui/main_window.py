@@ -291,7 +291,10 @@ class MainWindow(QMainWindow):
     def _on_state(self, state: str, reason: object) -> None:
         self.state_label.setText(f"engine: {state}" + (f" — {reason}" if reason else ""))
         if state == "idle" and reason:
-            self.bars.set_message(f"No prediction: {reason}")
+            if self.last_prediction is None:
+                self.bars.set_message(f"No prediction yet: {reason}")
+            else:  # keep the last ranking visible, greyed, with the reason in the state line
+                self.bars.set_stale(True)
 
     # ---- dialogs and recording -----------------------------------------------------------------
 

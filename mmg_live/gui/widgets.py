@@ -172,13 +172,20 @@ class PredictionBars(QWidget):
         super().__init__(parent)
         self.entries: list[tuple[str, float, str]] = []
         self.seq = 0
+        self.stale = False
         self.message = "waiting for predictions…"
         self.setMinimumHeight(5 * self.ROW + 4)
 
     def set_entries(self, entries: Sequence[tuple[str, float, str]], seq: int = 0) -> None:
         self.entries = [(str(label), float(p), str(kind)) for label, p, kind in entries]
         self.seq = seq
+        self.stale = False
         self.setMinimumHeight(max(5, len(self.entries)) * self.ROW + 4)
+        self.update()
+
+    def set_stale(self, stale: bool = True) -> None:
+        """Grey the bars out: they show the last prediction, not a current one."""
+        self.stale = stale
         self.update()
 
     def set_message(self, message: str) -> None:
@@ -204,6 +211,8 @@ class PredictionBars(QWidget):
             p.setPen(QColor("#202020"))
             p.drawText(QRectF(4, y, label_w, self.ROW - 4), Qt.AlignmentFlag.AlignVCenter, label)
             color = QColor("#8a4fd8") if kind == "custom" else QColor("#2f80d0")
+            if self.stale:
+                color = QColor("#b8b8b8")
             p.fillRect(QRectF(bar_x, y + 3, bar_w, self.ROW - 10), QColor("#eeeeee"))
             p.fillRect(QRectF(bar_x, y + 3, bar_w * max(0.0, min(1.0, prob)), self.ROW - 10), QBrush(color))
             p.drawText(QRectF(bar_x + bar_w + 4, y, 76, self.ROW - 4), Qt.AlignmentFlag.AlignVCenter,
