@@ -19,6 +19,7 @@ from mmg_live.gui.widgets import HealthTable, LevelMeter, PredictionBars, TraceP
 PREVIEW_INTERVAL_MS = 15  # polled well above the camera rate so no frame waits long
 SIGNALS_INTERVAL_MS = 50
 HEALTH_INTERVAL_MS = 250
+IDLE_GREY_AFTER_S = 1.0  # one idle window between predictions must not make the bars flicker
 
 BANNER_DEMO = "background:#fff1b8; color:#5a4000; font-weight:bold; font-size:15px; padding:6px; border:2px solid #e0b000;"
 BANNER_ERROR = "background:#ffe0e0; color:#900000; padding:4px; border:1px solid #d08080;"
@@ -59,6 +60,7 @@ class MainWindow(QMainWindow):
         self._arrivals: deque[float] = deque(maxlen=200)
         self._open_messages: list[str] = []
         self._opening = False
+        self._idle_since: float | None = None
         self._build(notes, source_label)
         self._timers: list[QTimer] = []
         for interval, slot in ((PREVIEW_INTERVAL_MS, self._refresh_preview), (SIGNALS_INTERVAL_MS, self._refresh_signals),
@@ -269,6 +271,9 @@ class MainWindow(QMainWindow):
         if engine is None:
             return
         stats = engine.stats()
+        if self._idle_since is not None and now - self._idle_since > IDLE_GREY_AFTER_S:
+            # keep the last ranking visible but greyed: it is no longer about the present
+            self.bars.set_stale(True)
         lat = stats["latency_ms"]
         recent = [t for t in self._arrivals if now - t <= 2.0]
         rate = len(recent) / 2.0
@@ -282,6 +287,7 @@ class MainWindow(QMainWindow):
         self.state_label.setText(line)
 
     def _on_prediction(self, pred) -> None:
+        self._idle_since = None
         self.last_prediction = pred
         self.predictions_seen += 1
         self._arrivals.append(host_now())
@@ -293,8 +299,10 @@ class MainWindow(QMainWindow):
         if state == "idle" and reason:
             if self.last_prediction is None:
                 self.bars.set_message(f"No prediction yet: {reason}")
-            else:  # keep the last ranking visible, greyed, with the reason in the state line
-                self.bars.set_stale(True)
+            elif self._idle_since is None:
+                self._idle_since = host_now()
+        elif state == "running":
+            self._idle_since = None
 
     # ---- dialogs and recording -----------------------------------------------------------------
 

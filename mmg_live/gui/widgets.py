@@ -202,7 +202,7 @@ class PredictionBars(QWidget):
             p.end()
             return
         label_w = min(200, self.width() // 3)
-        bar_x, bar_w = label_w + 8, max(40, self.width() - label_w - 80)
+        bar_x, bar_w = label_w + 8, max(40, self.width() - label_w - 120)
         bold = QFont(self.font())
         bold.setBold(True)
         for i, (label, prob, kind) in enumerate(self.entries):
@@ -215,7 +215,7 @@ class PredictionBars(QWidget):
                 color = QColor("#b8b8b8")
             p.fillRect(QRectF(bar_x, y + 3, bar_w, self.ROW - 10), QColor("#eeeeee"))
             p.fillRect(QRectF(bar_x, y + 3, bar_w * max(0.0, min(1.0, prob)), self.ROW - 10), QBrush(color))
-            p.drawText(QRectF(bar_x + bar_w + 4, y, 76, self.ROW - 4), Qt.AlignmentFlag.AlignVCenter,
+            p.drawText(QRectF(bar_x + bar_w + 6, y, 110, self.ROW - 4), Qt.AlignmentFlag.AlignVCenter,
                        f"{prob * 100:5.1f}% {kind}")
         p.end()
 
