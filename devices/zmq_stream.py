@@ -544,6 +544,7 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--imu", metavar="PORT[@BAUD]", help="serial IMU port, e.g. /dev/ttyACM0@115200")
     parser.add_argument("--replay", metavar="DIR", help="replay a recorded session folder")
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed factor (default 1)")
+    parser.add_argument("--loop", action="store_true", help="replay: start again from the beginning at the end")
 
 
 def build_sources(args: argparse.Namespace, prog: str) -> list[tuple[str, Any]]:
@@ -560,7 +561,8 @@ def build_sources(args: argparse.Namespace, prog: str) -> list[tuple[str, Any]]:
     if args.replay is not None:
         from devices.replay import open_replay
 
-        out.append((f"replay {args.replay}", lambda: open_replay(args.replay, speed=args.speed)))
+        out.append((f"replay {args.replay}", lambda: open_replay(args.replay, speed=args.speed,
+                                                                    loop=getattr(args, "loop", False))))
     return out
 
 

@@ -1,6 +1,6 @@
 """``mmg-live``: the live app's command line.
 
-Implemented now: opening any mix of sources (``--camera``, ``--mic``, ``--imu``, ``--remote``,
+Opening any mix of sources (``--camera``, ``--mic``, ``--imu``, ``--remote``,
 ``--replay``) and headless capture (``--headless [--record DIR] [--seconds N]``), which records
 every source that opens into a session folder and prints a per-stream summary. A device that
 fails to open is reported on one line and the others keep going; the exit status is non-zero
@@ -10,8 +10,9 @@ Headless inference: with ``--checkpoint`` the live engine runs on the sources an
 prediction as one JSON line on stdout (status lines then go to stderr), optionally also to
 ``--jsonl FILE`` and a ZeroMQ publisher (``--publish``), with custom actions from
 ``--prototypes``; ``--device`` picks the compute device. ``--config`` is accepted for the GUI.
-Without ``--headless`` the Qt GUI (``mmg_live.gui.app.main(args)``) is started when it is
-installed; ``--demo`` prints what the demo will do.
+Without ``--headless`` the Qt GUI (``mmg_live.gui.app.main(args)``) is started. ``--demo``
+replays the built-in session of :mod:`mmg_live.demo` (looping, labelled as a replay) with the
+shipped default checkpoint, in the GUI or, with ``--headless``, as JSON lines.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--video-codec", choices=("ffv1", "mp4v", "mjpg"), default="ffv1",
                      help="recorded video: ffv1 lossless (default, ~13 MB/s at 640x480x30) or mp4v/mjpg (lossy, small)")
     run.add_argument("--seconds", type=float, default=None, metavar="N", help="stop after N seconds")
-    run.add_argument("--demo", action="store_true", help="show the demo plan (the GUI demo arrives with the GUI)")
+    run.add_argument("--demo", action="store_true",
+                     help="no hardware needed: replay built-in recorded trials (clearly labelled) with the default model")
     run.add_argument("--calibration", metavar="FILE", help="calibration profile (JSON); stored with recordings")
     inf = p.add_argument_group("inference (--headless: predictions as JSON lines on stdout)")
     inf.add_argument("--checkpoint", metavar="FILE", help="model checkpoint (safetensors + JSON)")
@@ -94,30 +96,21 @@ def _factories(args: argparse.Namespace) -> list[tuple[str, Any]]:
     return factories
 
 
-def _describe(args: argparse.Namespace) -> list[str]:
-    lines = []
-    for name in ("camera", "mic", "imu", "replay"):
-        value = getattr(args, name)
-        if value is not None:
-            lines.append(f"  source  --{name} {value or '(default)'}")
-    for endpoint in args.remote:
-        lines.append(f"  source  --remote {endpoint}")
-    return lines
+def _prepare_demo(args: argparse.Namespace) -> None:
+    """``--demo``: the built-in replay (written on first run) and the shipped default model."""
+    from mmg_live.demo import DEMO_LABEL, demo_session
 
+    if args.replay or args.camera is not None or args.mic is not None or args.imu or args.remote:
+        raise ValueError("--demo brings its own source; drop --camera/--mic/--imu/--remote/--replay")
+    _err("demo: preparing the built-in replay session (first run: ~10 s) ...")
+    args.replay = str(demo_session())
+    args.loop = True
+    args.source_label = DEMO_LABEL
+    if args.checkpoint is None:
+        from mmg_live.assets import default_checkpoint_path
 
-def _demo(args: argparse.Namespace) -> int:
-    print(f"{PROG} --demo will:")
-    print("  1. open the sources below (or the default camera and microphone when none is given),")
-    print("  2. show live video, the audio waveform and IMU traces with each stream's health,")
-    print("  3. run the model on the newest synchronised window of every live modality and show")
-    print("     the top actions, letting you add custom actions from a few recorded examples,")
-    print("  4. record sessions on demand into a folder you choose.")
-    print(*(_describe(args) or ["  source  (defaults)"]), sep="\n")
-    print(f"  model   {args.checkpoint or '(bundled default, once it is trained and shipped)'} on {args.device}")
-    print("The GUI and the bundled default model are not there yet. Available now: headless capture "
-          "(--headless --record DIR) and headless inference with a trained checkpoint "
-          "(--headless --replay DIR --checkpoint runs/utd/missing/model.safetensors).")
-    return 0
+        args.checkpoint = str(default_checkpoint_path())
+    _err(f"demo: {DEMO_LABEL}\ndemo: session {args.replay}, model {args.checkpoint}")
 
 
 def _run_gui(args: argparse.Namespace) -> int:
@@ -306,21 +299,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--seconds must be > 0, got {args.seconds:g}")
     if args.speed <= 0:
         parser.error(f"--speed must be > 0, got {args.speed:g}")
-    if args.demo:
-        return _demo(args)
     try:
+        if args.demo:
+            _prepare_demo(args)
         from devices.zmq_stream import parse_imu_spec
 
         if args.imu is not None:
             parse_imu_spec(args.imu)
         calibration = _load_calibration(args.calibration) if args.calibration else None
-    except ValueError as exc:
-        parser.error(str(exc))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        parser.error(" ".join(str(exc).split()))
     if args.record and (Path(args.record) / "session.json").exists():
         parser.error(f"--record {args.record}: already holds a session; choose a new folder")
     if not args.headless:
-        if args.record:
-            parser.error("--record needs --headless until the GUI lands (the GUI records from its own dialog)")
         return _run_gui(args)
     if not (args.camera is not None or args.mic is not None or args.imu or args.replay or args.remote):
         parser.error("no source: give --camera, --mic, --imu, --remote and/or --replay")

@@ -125,13 +125,14 @@ def test_bad_replay_folder_is_reported(tmp_path: Path, capsys: pytest.CaptureFix
     assert err.splitlines()[0] == f"mmg-live: replay {tmp_path}: SessionReader: {tmp_path}/session.json not found (not a session folder)"
 
 
-def test_demo_and_console_entry(tmp_path: Path) -> None:
+def test_demo_refuses_other_sources_and_console_entry(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", "import sys; from mmg_live.cli import main; sys.exit(main())", "--demo", "--imu", "/dev/ttyACM0"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
-    assert proc.returncode == 0, proc.stderr
-    assert "mmg-live --demo will:" in proc.stdout and "--imu /dev/ttyACM0" in proc.stdout
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "mmg-live: error: --demo brings its own source; drop --camera/--mic/--imu/--remote/--replay")
 
 
 def test_headless_record_of_real_device_paths(

@@ -89,7 +89,7 @@ def test_engine_base_classifier_reads_only_its_modalities_custom_actions_use_all
     engine = InferenceEngine(model, Synchronizer({"audio": audio}), {"audio": "audio"}, device="cpu", smoothing="none")
     assert engine.trained_modalities() == ["audio"]
     assert engine.step() is None  # audio alone: nothing the base classifier may read, no custom action
-    assert "nothing to classify" in engine.stats()["reason"]
+    assert "only used for custom actions, and there are none" in engine.stats()["reason"]
     tensors, problems, t_end = engine.capture_inputs()
     assert not problems and list(tensors) == ["audio"] and t_end == pytest.approx(102.0, abs=1e-3)
     bank = PrototypeBank(model)

@@ -50,7 +50,7 @@ def _accuracy(args: argparse.Namespace) -> int:
     from trainer.evaluate import accuracy, load_eval_set
 
     model, _ = load_checkpoint(_checkpoint_path(args.checkpoint), device=args.device)
-    mods = _list(args.modalities) or list(model.trained.fusion or model.modalities)
+    mods = _list(args.modalities) or model.trained.classifier_inputs() or list(model.modalities)
     data = load_eval_set(model, args.dataset, args.data, _groups(args), mods)
     result = accuracy(model, data, mods)
     print(json.dumps(result) if args.json else f"top-1 {result['top1']:.4f} on {result['n']} clips ({'+'.join(mods)})")

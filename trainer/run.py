@@ -259,6 +259,11 @@ def train(ctx: RunContext) -> Path:
     config = get_config(recipe.get("config", "lite"))
     if recipe.get("fusion"):
         config.fusion = dict(recipe["fusion"])
+    if recipe.get("specs"):  # e.g. {"imu": {"window_s": 4.5}}: spec fields overridden per modality
+        specs = config.specs.to_dict()
+        for m, fields in recipe["specs"].items():
+            specs[m] = {**specs[m], **fields}
+        config.specs = type(config.specs).from_dict(specs)
     config.encoders = {m: v for m, v in config.encoders.items() if m in recipe.get("encoders", config.encoders)}
     if recipe.get("fit_stats", True):
         config.specs = fit_stats(train_clips, config.specs, modalities)

@@ -11,6 +11,9 @@ A modality is used only when all of these hold:
 
 * the model's encoder AND fusion were trained on it (``model.trained``): an untrained encoder
   is never run;
+* something reads it: the base classifier was trained on it
+  (``model.trained.classifier_inputs()``), or there are custom actions (prototypes can be
+  matched from any trained modality);
 * the user has not switched it off (:meth:`InferenceEngine.set_enabled`, e.g. for privacy);
 * its stream covers at least ``coverage_threshold`` of the modality's own window (the same
   coverage measure as :class:`~mmg_live.live.buffer.Synchronizer`) and the shared preprocessing
@@ -319,12 +322,17 @@ class InferenceEngine:
             return self._idle("no new samples since the last window")
         status: dict[str, dict] = {}
         trained = set(usable_modalities(self.model))
+        # without custom actions only the base classifier's inputs are worth encoding
+        bank = self.prototypes
+        needed = trained if bank is not None and len(bank) else set(self.model.trained.classifier_inputs()) & trained
         candidates = []
         for m, name in self.streams.items():
             st = status[m] = {"trained": m in trained, "enabled": self.enabled(m), "coverage": 0.0, "live": False,
                               "used": False, "reason": None}
             if not st["trained"]:
                 st["reason"] = "encoder or fusion not trained for this modality"
+            elif m not in needed:
+                st["reason"] = "only used for custom actions, and there are none"
             elif not st["enabled"]:
                 st["reason"] = "switched off"
             elif name not in self.sync.buffers:
