@@ -9,7 +9,7 @@ APT_PACKAGES := libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2
 	libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-image0 libdbus-1-3 \
 	libfontconfig1 imagemagick
 
-.PHONY: test demo venv system-deps bench clean results
+.PHONY: test demo venv system-deps bench clean results default-model
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -46,3 +46,6 @@ clean:
 # Every row of docs/results.md (UTD-MHAD + FSDD from ../shared/data; ~30 min on 2 CPU cores).
 results: venv
 	scripts/reproduce_utd.sh $${MMG_DATA:-../shared/data}/utd-mhad $${MMG_DATA:-../shared/data}/fsdd runs
+
+default-model: venv
+	scripts/make_default_model.sh $${MMG_DATA:-../shared/data}/utd-mhad $${MMG_DATA:-../shared/data}/fsdd runs

@@ -23,7 +23,7 @@ import numpy as np
 
 from devices.base import Chunk
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 DEMO_LABEL = "DEMO: replay of recorded UTD-MHAD trials (depth video + IMU) and FSDD speech, not a live camera"
 #: Test subjects of the default model and, from UTD-MHAD's 4 trials per subject, the one used.
 DEMO_SUBJECTS = (2, 4, 6)
@@ -77,9 +77,12 @@ def write_trial_session(folder: Path, utd_root: Path, trials: Sequence[tuple[int
     """Write UTD-MHAD ``trials`` ((action, subject, trial) tuples) back to back into one session.
 
     Each trial keeps its own timing and is shifted to start ``gap_s`` after the previous one
-    ended; nothing is recorded in the pauses for video and IMU (as when a person is out of view
-    and the sensor is asleep). With ``fsdd_root``, the audio stream runs the whole time at the
-    recordings' rate: silence with one spoken digit of ``speaker`` in each pause.
+    ended. In the pause before a trial the person stands still: the camera keeps delivering the
+    trial's first frame at 30 fps and the IMU its first sample at the trial's rate — exactly
+    the edge replication :func:`mmg_live.modalities.preprocess` applies to a window reaching
+    before a trial's start in training, so the streams never stop, as a live device's would not.
+    With ``fsdd_root``, the audio stream runs the whole time at the recordings' rate: silence
+    with one spoken digit of ``speaker`` in each pause.
     Returns the placed trials (also written as labelled segments).
     """
     from mmg_live.live.recorder import SessionWriter
@@ -110,6 +113,13 @@ def write_trial_session(folder: Path, utd_root: Path, trials: Sequence[tuple[int
             clip = load_trial(refs[tuple(key)])
             video, imu = clip.streams["video"], clip.streams["imu"]
             duration = len(video) / video.rate
+            start = t - gap_s
+            n_still = int(round(gap_s * video.rate))
+            still_ts = start + np.arange(n_still) / video.rate
+            writer.write(Chunk("video", still_ts, np.repeat(video.data[:1], n_still, axis=0), "video"))
+            n_still = int(round(gap_s * imu.rate))
+            still_ts = start + np.arange(n_still) / imu.rate
+            writer.write(Chunk("imu", still_ts, np.repeat(imu.data[:1], n_still, axis=0), "imu"))
             writer.write(Chunk("video", video.timestamps + t, video.data, "video"))
             writer.write(Chunk("imu", imu.timestamps + t, imu.data, "imu"))
             label = ACTIONS[key[0] - 1]

@@ -1,0 +1,182 @@
+"""End to end with the shipped default model: real UTD-MHAD trials of held-out subjects replayed
+through the device layer (ReplaySource) → ring buffers → the threaded InferenceEngine.
+
+* many-shot: ≥ 20 trials of the base classes, the prediction at the end of each trial must
+  match its label for ≥ 85 % of them; then video is switched off mid-run and predictions keep
+  coming from the IMU, with no error;
+* few-shot: the 6 novel classes (never trained on) are enrolled from 5 replayed trials each
+  with video + IMU, then other trials of those classes are replayed with the IMU alone and
+  must be recognised (top of the ranked list) for ≥ 75 % of them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from devices.base import host_now
+from devices.replay import open_replay
+from mmg_live.assets import default_checkpoint_path
+from mmg_live.checkpoint import load_checkpoint
+from mmg_live.demo import DemoTrial, write_trial_session
+from mmg_live.live.engine import InferenceEngine, Prediction, SourceBuffers
+from mmg_live.prototypes import PrototypeBank
+from trainer.data.splits import UTD_NOVEL_ACTIONS
+
+BASE_ACTIONS = [a for a in range(1, 28) if a not in UTD_NOVEL_ACTIONS]
+TEST_SUBJECTS = (2, 4, 6)
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    model, _ = load_checkpoint(default_checkpoint_path(), device="cpu")
+    assert set(model.trained.classifier_inputs()) == {"video", "imu"}
+    assert "audio" in model.trained.fusion  # audio feeds custom actions only
+    return model
+
+
+class ReplayRun:
+    """A session replayed in real time (× ``speed``) into buffers read by a running engine."""
+
+    def __init__(self, folder: Path, model, speed: float, stride: float, bank: PrototypeBank | None = None) -> None:
+        self.sources = open_replay(folder, speed=speed)
+        self.clock = self.sources[0].clock
+        self.buffers = SourceBuffers.for_model(model)
+        streams = self.buffers.attach(self.sources)
+        self.predictions: list[Prediction] = []
+        self._lock = threading.Lock()
+        self.engine = InferenceEngine(model, self.buffers.synchronizer, streams, stride_s=stride, device="cpu",
+                                      prototypes=bank, on_prediction=self._collect, top_k=5)
+
+    def _collect(self, pred: Prediction) -> None:
+        with self._lock:
+            self.predictions.append(pred)
+
+    def host(self, t: float) -> float:
+        return float(self.clock.to_host(np.array([t]))[0])
+
+    def start(self) -> None:
+        for s in self.sources:
+            s.start()
+        self.engine.start()
+
+    def wait_until(self, t_session: float, timeout: float = 600.0) -> None:
+        """Block until the replay has played up to recorded time ``t_session``."""
+        deadline = time.monotonic() + timeout
+        while host_now() < self.host(t_session):
+            assert time.monotonic() < deadline, "replay did not progress"
+            time.sleep(0.02)
+
+    def stop(self) -> dict:
+        self.engine.stop()
+        for s in self.sources:
+            s.stop()
+        return self.engine.stats()
+
+    def at_end_of(self, trial: DemoTrial) -> Prediction | None:
+        """The last prediction whose window ended inside the trial (what the user saw as it ended)."""
+        lo, hi = self.host(trial.t0), self.host(trial.t1) + 0.02
+        with self._lock:
+            inside = [p for p in self.predictions if lo < p.t <= hi]
+        return inside[-1] if inside else None
+
+
+def test_default_model_on_replayed_held_out_trials_and_video_switched_off(default_model, utd_mhad_dir, fsdd_dir,
+                                                                          tmp_path):
+    trials = [(a, TEST_SUBJECTS[k % 3], 2) for k, a in enumerate(BASE_ACTIONS)]  # 21 trials
+    trials += [(a, TEST_SUBJECTS[(k + 1) % 3], 3) for k, a in enumerate(BASE_ACTIONS[:4])]  # video off here
+    placed = write_trial_session(tmp_path / "session", utd_mhad_dir, trials, fsdd_dir, gap_s=1.5)
+    scored, switched = placed[:21], placed[21:]
+    run = ReplayRun(tmp_path / "session", default_model, speed=1.0, stride=0.1)
+    run.start()
+    try:
+        run.wait_until(switched[0].t0)
+        run.engine.set_enabled("video", False)
+        t_off = host_now()
+        run.wait_until(switched[-1].t1 + 0.5)
+    finally:
+        stats = run.stop()
+    results = []
+    for trial in scored:
+        pred = run.at_end_of(trial)
+        results.append((trial.label, None if pred is None else pred.label,
+                        None if pred is None else pred.modalities))
+    correct = sum(label == got for label, got, _ in results)
+    print(f"\nend of trial, video+IMU: {correct}/{len(results)} correct; "
+          f"latency p50/p95 {stats['latency_ms']['p50']:.1f}/{stats['latency_ms']['p95']:.1f} ms, "
+          f"skipped {stats['skipped']}")
+    for label, got, mods in results:
+        print(f"  {label:32s} -> {got} {mods}")
+    assert all(mods == ["video", "imu"] for _, got, mods in results if got is not None)
+    assert correct / len(results) >= 0.85, results
+    after = [p for p in run.predictions if p.emitted > t_off + 0.2]
+    assert len(after) >= 20, f"only {len(after)} predictions after video was switched off"
+    assert all(p.modalities == ["imu"] for p in after)
+    assert stats["errors"] == 0, stats["last_error"]
+    imu_hits = sum(run.at_end_of(t) is not None and run.at_end_of(t).label == t.label for t in switched)
+    print(f"after switching video off: {len(after)} predictions from the IMU; end-of-trial {imu_hits}/{len(switched)}")
+
+
+def test_novel_actions_enrolled_with_video_and_imu_recognised_from_imu_alone(default_model, utd_mhad_dir, tmp_path):
+    """Replays run at 1x: faster replay compresses time, and the model would see faster motion."""
+    from trainer.data.utd_mhad import list_trials
+
+    novel = list(UTD_NOVEL_ACTIONS)
+    have = {(r.action, r.subject, r.trial) for r in list_trials(utd_mhad_dir, subjects=TEST_SUBJECTS, actions=novel)
+            if r.depth_path.is_file() and r.inertial_path.is_file()}
+    order = [(2, 1), (2, 2), (2, 3), (2, 4), (4, 1), (4, 2), (6, 1), (4, 3), (6, 2), (4, 4), (6, 3), (6, 4)]
+    enrol, query = [], []
+    for a in novel:
+        available = [(a, s, t) for s, t in order if (a, s, t) in have]
+        enrol += available[:5]
+        query += available[5:9]
+    assert len(enrol) == 30 and len(query) == 24, (len(enrol), len(query))
+    query.sort(key=lambda x: (x[1], x[2]))  # subjects take turns, classes interleaved
+    enrol_placed = write_trial_session(tmp_path / "enrol", utd_mhad_dir, enrol, None, gap_s=1.0)
+    query_placed = write_trial_session(tmp_path / "query", utd_mhad_dir, query, None, gap_s=1.5)
+    from trainer.data.utd_mhad import ACTIONS
+
+    bank = PrototypeBank(default_model)
+    # enrolment: replay, and at the end of each trial take the window the GUI's record flow takes
+    run = ReplayRun(tmp_path / "enrol", default_model, speed=1.0, stride=0.5, bank=None)
+    run.start()
+    t_enrol = 0.0
+    try:
+        for trial in enrol_placed:
+            run.wait_until(trial.t1 + 0.05)
+            tensors, problems, _ = run.engine.capture_inputs(["video", "imu"], t_end=run.host(trial.t1))
+            assert sorted(tensors) == ["imu", "video"], problems
+            t0 = time.perf_counter()
+            bank.add_example(f"my {ACTIONS[trial.action - 1]}", tensors, meta={"trial": [trial.action, trial.subject, trial.trial]})
+            t_enrol += time.perf_counter() - t0
+    finally:
+        run.stop()
+    assert bank.counts() == {f"my {ACTIONS[a - 1]}": 5 for a in novel}
+    print(f"\nenrolment: 30 examples added in {t_enrol * 1000:.0f} ms ({t_enrol / 6 * 1000:.0f} ms per 5-example action)")
+
+    run = ReplayRun(tmp_path / "query", default_model, speed=1.0, stride=0.1, bank=bank)
+    run.engine.set_enabled("video", False)
+    run.start()
+    try:
+        run.wait_until(query_placed[-1].t1 + 0.3)
+    finally:
+        stats = run.stop()
+    hits, custom_hits, rows = 0, 0, []
+    for trial in query_placed:
+        pred = run.at_end_of(trial)
+        want = f"my {trial.label}"
+        got = None if pred is None else pred.label
+        best_custom = None if pred is None else next((e["label"] for e in pred.top if e["kind"] == "custom"), None)
+        hits += got == want
+        custom_hits += best_custom == want
+        rows.append((want, got, None if pred is None else pred.modalities))
+    n = len(query_placed)
+    print(f"IMU-only recognition of enrolled novel actions: top of the ranked list {hits}/{n}, "
+          f"best custom action {custom_hits}/{n}; errors {stats['errors']}")
+    assert all(mods == ["imu"] for _, got, mods in rows if got is not None)
+    assert stats["errors"] == 0, stats["last_error"]
+    assert hits / n >= 0.75, rows
