@@ -7,7 +7,7 @@ default) with all three modalities:
 * predictions per second and skipped windows (the engine runs every ``--stride`` s on a fixed
   grid, so 0.1 s allows 10 predictions/s; a tick that passes while an inference is still
   running is skipped);
-* the enrolment time of one 5-example custom action (``PrototypeBank.add_example`` × 5, each
+* the enrolment time of one 5-example custom action (``PrototypeBank.add_examples`` of 5, each
   embedding every modality subset, as the GUI's "Finish" does);
 * RSS at the start of the run and of the full phase and at its end (run ``--seconds 600`` for
   the issue's 10 minutes).
@@ -264,8 +264,8 @@ def enrol(engine, bank, name: str, examples: int = ENROL_EXAMPLES, gap: float = 
         captured.append(capture(engine))
         time.sleep(gap)
     t0 = time.perf_counter()
-    for i, (tensors, t_end) in enumerate(captured):
-        bank.add_example(name, tensors, meta={"source": "benchmark", "example": i, "t_end": t_end})
+    bank.add_examples(name, [tensors for tensors, _ in captured],
+                      [{"source": "benchmark", "example": i, "t_end": t_end} for i, (_, t_end) in enumerate(captured)])
     seconds = time.perf_counter() - t0
     mods = sorted({m for tensors, _ in captured for m in tensors})
     return {"name": name, "examples": examples, "modalities": mods, "ms": round(seconds * 1e3, 1)}

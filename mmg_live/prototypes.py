@@ -185,29 +185,72 @@ class PrototypeBank:
         came from) is stored with the example so it can be re-enrolled with a new checkpoint.
         Returns the subset keys stored.
         """
+        return self.add_examples(name, [inputs], None if meta is None else [meta])[0]
+
+    def add_examples(self, name: str, examples: Sequence[Mapping[str, torch.Tensor]],
+                     metas: Sequence[Mapping[str, Any] | None] | None = None) -> list[list[str]]:
+        """Enrol several examples of ``name`` at once (what the GUI's record flow does).
+
+        Same rules as :meth:`add_example`, but examples with the same modalities are encoded as
+        one batch and every subset of every example is fused in one batched call (presence
+        masks select the subset per row), which is several times faster than one by one.
+        All examples are checked before any is stored. Returns each example's subset keys.
+        """
         self._check_name(name)
+        if not examples:
+            raise PrototypeError(f"add_examples({name!r}): no examples")
+        metas = list(metas) if metas is not None else [None] * len(examples)
+        if len(metas) != len(examples):
+            raise PrototypeError(f"add_examples({name!r}): {len(metas)} metas for {len(examples)} examples")
+        for meta in metas:
+            if meta is not None:
+                try:
+                    json.dumps(dict(meta))
+                except (TypeError, ValueError) as exc:
+                    raise PrototypeError(f"add_example({name!r}): meta is not JSON-serialisable ({exc})") from None
         usable = usable_modalities(self.model)
-        chosen = {m: x for m, x in inputs.items() if m in usable}
-        if not chosen:
-            raise PrototypeError(
-                f"add_example({name!r}): none of {sorted(inputs)} is usable; the model's trained "
-                f"modalities (encoder and fusion) are {usable or 'none'}"
-            )
-        enc = self._encode(chosen)
-        mods = tuple(m for m in MODALITY_NAMES if m in chosen)
-        embeddings = {}
-        with torch.inference_mode():
-            for subset in nonempty_subsets(mods):
-                vec = embed(self.model, enc, subset)[0].detach().float().cpu().clone()
-                embeddings[subset_key(subset)] = vec
-        if meta is not None:
-            try:
-                json.dumps(dict(meta))
-            except (TypeError, ValueError) as exc:
-                raise PrototypeError(f"add_example({name!r}): meta is not JSON-serialisable ({exc})") from None
+        chosen = []
+        for inputs in examples:
+            picked = {m: x for m, x in inputs.items() if m in usable}
+            if not picked:
+                raise PrototypeError(
+                    f"add_example({name!r}): none of {sorted(inputs)} is usable; the model's trained "
+                    f"modalities (encoder and fusion) are {usable or 'none'}"
+                )
+            chosen.append(picked)
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, picked in enumerate(chosen):
+            groups.setdefault(tuple(m for m in MODALITY_NAMES if m in picked), []).append(i)
+        embeddings: list[dict[str, torch.Tensor]] = [{} for _ in chosen]
+        for mods, rows in groups.items():
+            batch = {m: torch.cat([self._window(m, chosen[i][m]) for i in rows]) for m in mods}
+            for subset, vectors in self._embed_subsets(batch, mods).items():
+                for j, i in enumerate(rows):
+                    embeddings[i][subset] = vectors[j]
         with self._lock:
-            self._examples.append(_Example(name, mods, embeddings, dict(meta or {})))
-        return list(embeddings)
+            for i, emb in enumerate(embeddings):
+                mods = tuple(m for m in MODALITY_NAMES if m in chosen[i])
+                self._examples.append(_Example(name, mods, emb, dict(metas[i] or {})))
+        return [list(emb) for emb in embeddings]
+
+    def _embed_subsets(self, batch: Mapping[str, torch.Tensor], mods: Sequence[str]) -> dict[str, torch.Tensor]:
+        """L2-normalised fused embeddings ``[n, d]`` of every non-empty subset of ``mods``."""
+        subsets = nonempty_subsets(mods)
+        n = next(iter(batch.values())).shape[0]
+        with torch.inference_mode():
+            enc = self.model.encode_batch(batch)
+            reps = len(subsets)
+            present = {m: torch.tensor([m in s for s in subsets for _ in range(n)], device=self.model.device)
+                       for m in mods}
+            tiled = Encoded(
+                tokens={m: enc.tokens[m].repeat(reps, *([1] * (enc.tokens[m].dim() - 1))) for m in mods},
+                pooled={m: enc.pooled[m].repeat(reps, 1) for m in mods},
+                embeddings={m: enc.embeddings[m].repeat(reps, 1) * present[m].unsqueeze(1).to(enc.embeddings[m].dtype)
+                            for m in mods},
+                present=present,
+            )
+            fused = F.normalize(self.model.fuse(tiled, list(mods)), dim=-1).detach().float().cpu()
+        return {subset_key(s): fused[k * n:(k + 1) * n].clone() for k, s in enumerate(subsets)}
 
     def rename(self, old: str, new: str) -> None:
         """Rename a custom action (merging into ``new`` if it already exists)."""
@@ -360,17 +403,17 @@ class PrototypeBank:
         if name in self.model.class_names:
             raise PrototypeError(f"custom action {name!r} clashes with a base class of the model; choose another name")
 
+    def _window(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """One preprocessed window as a ``[1, ...]`` float32 batch on the model's device."""
+        shape = self.model.config.specs[modality].output_shape()
+        if x.dim() == len(shape):
+            x = x.unsqueeze(0)
+        if x.dim() != len(shape) + 1 or x.shape[0] != 1:
+            raise PrototypeError(f"{modality}: expected one window of shape {shape}, got {tuple(x.shape)}")
+        return x.to(device=self.model.device, dtype=torch.float32)
+
     def _encode(self, inputs: Mapping[str, torch.Tensor]) -> Encoded:
-        device = self.model.device
-        batch = {}
-        for m, x in inputs.items():
-            spec_dims = len(self.model.config.specs[m].output_shape())
-            if x.dim() == spec_dims:
-                x = x.unsqueeze(0)
-            if x.dim() != spec_dims + 1 or x.shape[0] != 1:
-                raise PrototypeError(f"{m}: expected one window of shape {self.model.config.specs[m].output_shape()}, "
-                                     f"got {tuple(x.shape)}")
-            batch[m] = x.to(device=device, dtype=torch.float32)
+        batch = {m: self._window(m, x) for m, x in inputs.items()}
         with torch.inference_mode():
             return self.model.encode_batch(batch)
 

@@ -194,3 +194,35 @@ def test_corrupt_or_mismatched_files_give_one_line_errors(bank, model, tmp_path)
 
     ckpt = save_checkpoint(tmp_path / "model.safetensors", model)
     _assert_one_line_error(ckpt, model, "without prototype metadata")
+
+
+@pytest.mark.parametrize("fusion", ["attention", "mean"])
+def test_add_examples_batched_equals_one_by_one(fusion):
+    """Batched enrolment (one encoder batch, every subset fused at once) stores the same
+    embeddings as enrolling the examples one at a time, for mixed modality sets."""
+    torch.manual_seed(0)
+    from mmg_live.models.registry import get_config
+
+    config = get_config("lite")
+    if fusion == "mean":
+        config.fusion = {"kind": "mean"}
+    model = build_model(config, CLASSES).eval()
+    model.trained.encoders = model.trained.fusion = ["video", "imu"]
+    gen = torch.Generator().manual_seed(3)
+    examples = [{"video": video_window("wave", gen), "imu": imu_window("wave", gen)} for _ in range(3)]
+    examples.append({"imu": imu_window("stir", gen)})
+    one, batched = PrototypeBank(model), PrototypeBank(model)
+    for ex in examples:
+        one.add_example("act", ex)
+    keys = batched.add_examples("act", examples, [{"k": i} for i in range(4)])
+    assert keys == [["video", "imu", "video+imu"]] * 3 + [["imu"]]
+    assert batched.counts() == one.counts() == {"act": 4}
+    for a, b in zip(one._examples, batched._examples):
+        assert a.modalities == b.modalities and sorted(a.embeddings) == sorted(b.embeddings)
+        for key in a.embeddings:
+            torch.testing.assert_close(a.embeddings[key], b.embeddings[key], atol=2e-5, rtol=0)
+    query = {"imu": imu_window("wave", gen)}
+    np.testing.assert_allclose(one.classify(query).probs, batched.classify(query).probs, atol=1e-5)
+    with pytest.raises(PrototypeError, match="none of"):
+        batched.add_examples("act", [{"audio": torch.zeros(100, 128)}])
+    assert batched.counts() == {"act": 4}  # nothing stored from a failed call

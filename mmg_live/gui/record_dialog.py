@@ -250,9 +250,9 @@ class RecordActionDialog(QDialog):
 
         def work() -> None:
             try:
-                for i, ex in enumerate(examples):
-                    bank.add_example(name, ex.tensors, {"t_end": ex.t_end, "length_s": ex.length_s, "example": i,
-                                                        "modalities": sorted(ex.tensors)})
+                bank.add_examples(name, [ex.tensors for ex in examples],
+                                  [{"t_end": ex.t_end, "length_s": ex.length_s, "example": i,
+                                    "modalities": sorted(ex.tensors)} for i, ex in enumerate(examples)])
                 self._signals.enrolled.emit(None)
             except Exception as exc:  # PrototypeError and the like: shown, never a traceback
                 self._signals.enrolled.emit(one_line(exc))
