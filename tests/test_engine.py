@@ -458,3 +458,27 @@ def test_trained_utd_checkpoint_on_held_out_trials_and_custom_actions(utd_mhad_d
           f"{rates['imu']} (imu only); custom 3-way from imu alone {rates['custom_imu']}")
     assert rates["all"] >= 0.5 and rates["imu"] >= 0.5, rates  # top-5 of 27 by chance: 0.19
     assert rates["custom_imu"] >= 0.6, rates  # chance: 0.33
+
+
+def test_a_device_reporting_an_error_is_not_used_even_with_samples_in_its_buffer(tmp_path):
+    """Liveness also comes from device health: an unplugged IMU's buffered samples are not used."""
+    from devices.base import Health
+
+    class FakeSource:
+        def __init__(self, name: str, modality: str) -> None:
+            self.name, self.modality, self.error = name, modality, None
+
+        def health(self) -> Health:
+            return Health(nominal_rate=50.0, connected=self.error is None, error=self.error)
+
+    model = make_model(tmp_path, trained=("video", "imu"))
+    sync = synthetic_sync()
+    imu, video = FakeSource("imu", "imu"), FakeSource("video", "video")
+    engine = InferenceEngine(model, sync, {"video": "video", "imu": "imu"}, device="cpu", smoothing="none",
+                             sources={"imu": imu, "video": video})
+    assert engine.step().modalities == ["video", "imu"]
+    imu.error = "imu /dev/ttyUSB0: device disconnected"
+    sync.buffers["imu"].append(Chunk("imu", np.array([sync.latest_time() + 0.02]), np.zeros((1, 6), np.float32)))
+    pred = engine.step()
+    assert pred is not None and pred.modalities == ["video"]
+    assert engine.stats()["modalities"]["imu"]["reason"] == "device error: imu /dev/ttyUSB0: device disconnected"

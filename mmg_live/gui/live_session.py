@@ -239,7 +239,8 @@ class LiveSession:
         bank = self.bank if self.bank is not None and len(self.bank) else None
         self.engine = InferenceEngine(self.model, self.buffers.synchronizer, streams, stride_s=self.stride_s,
                                       device=self.model.device, prototypes=bank,
-                                      on_prediction=[self._emit_prediction, *self.sinks], on_state=self._emit_state)
+                                      on_prediction=[self._emit_prediction, *self.sinks], on_state=self._emit_state,
+                                      sources=self.buffers.sources)
         for m, on in self._enabled.items():
             self.engine.set_enabled(m, on)
         self.engine.start()

@@ -15,6 +15,8 @@ A modality is used only when all of these hold:
   (``model.trained.classifier_inputs()``), or there are custom actions (prototypes can be
   matched from any trained modality);
 * the user has not switched it off (:meth:`InferenceEngine.set_enabled`, e.g. for privacy);
+* its device reports no error (``Source.health().error``, when the engine is given the
+  sources, as :class:`SourceBuffers` provides them);
 * its stream covers at least ``coverage_threshold`` of the modality's own window (the same
   coverage measure as :class:`~mmg_live.live.buffer.Synchronizer`) and the shared preprocessing
   accepts the samples.
@@ -156,6 +158,8 @@ class InferenceEngine:
             bank's threshold, or 0 without a bank.
         on_state: optional ``callable(state, reason)`` called on every state change
             (``running``/``idle``/``stopped``).
+        sources: optional ``{buffer name: Source}``; a stream whose source reports an error
+            (unplugged, lost) is not used even while its buffer still holds recent samples.
     """
 
     def __init__(
@@ -173,6 +177,7 @@ class InferenceEngine:
         top_k: int = 5,
         unknown_threshold: float | None = None,
         on_state: Callable[[str, str | None], None] | None = None,
+        sources: Mapping[str, Source] | None = None,
     ) -> None:
         if not stride_s > 0:
             raise ValueError(f"InferenceEngine: stride_s must be > 0, got {stride_s}")
@@ -199,6 +204,7 @@ class InferenceEngine:
         else:
             self._callbacks = list(on_prediction)
         self._on_state = on_state
+        self.sources = dict(sources or {})
         self._enabled = {m: True for m in MODALITIES}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -337,6 +343,8 @@ class InferenceEngine:
                 st["reason"] = "switched off"
             elif name not in self.sync.buffers:
                 st["reason"] = f"no stream {name!r}"
+            elif self._device_error(name):
+                st["reason"] = f"device error: {self._device_error(name)}"
             else:
                 candidates.append(m)
         raw, rates = self._fetch(t_end, candidates, status)
@@ -381,6 +389,10 @@ class InferenceEngine:
             except Exception as exc:  # a broken consumer must not stop inference
                 self._record_error(f"on_prediction {getattr(callback, '__name__', callback)!r}: {exc}")
         return pred
+
+    def _device_error(self, stream: str) -> str | None:
+        source = self.sources.get(stream)
+        return None if source is None else source.health().error
 
     def _fetch(self, t_end: float, candidates: list[str], status: dict[str, dict]) -> tuple[dict, dict]:
         """Raw samples of each candidate's window (as ``synchronizer_windows``), marking liveness."""
@@ -487,6 +499,7 @@ class SourceBuffers:
         self.seconds = seconds if isinstance(seconds, Mapping) else {m: float(seconds) for m in MODALITIES}
         self.synchronizer = Synchronizer({}, coverage_threshold=coverage_threshold)
         self.streams: dict[str, str] = {}
+        self.sources: dict[str, Source] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -499,6 +512,7 @@ class SourceBuffers:
         """Subscribe to ``sources`` (call before starting them); returns ``streams``."""
         for src in sources:
             self.streams.setdefault(src.modality, src.name)
+            self.sources[src.name] = src
             src.subscribe(self._append_to(src))
         return dict(self.streams)
 
@@ -558,7 +572,8 @@ class HeadlessInference:
         self.buffers = SourceBuffers.for_model(model)
         streams = self.buffers.attach(sources)
         self.engine = InferenceEngine(model, self.buffers.synchronizer, streams, stride_s=stride_s,
-                                      device=model.device, prototypes=bank, on_prediction=self.sinks)
+                                      device=model.device, prototypes=bank, on_prediction=self.sinks,
+                                      sources=self.buffers.sources)
         usable = self.engine.trained_modalities()
         self.warning = None if usable else (
             f"{checkpoint}: trained on {usable_modalities(model) or 'no modality'}; none of the sources "
