@@ -66,7 +66,20 @@ class VideoSpec:
 
 @dataclass(frozen=True)
 class AudioSpec:
-    """Log-mel filterbank front end (Kaldi-compatible, as in AST)."""
+    """Log-mel filterbank front end (Kaldi-compatible, as in AST).
+
+    ``normalize`` says what happens to the log-mel before the fixed ``(x - mean) / (2 std)``:
+
+    * ``"global"`` (default): nothing; ``mean``/``std`` are dataset statistics (as in AST);
+    * ``"window"``: cepstral mean and variance normalisation per mel bin over the window's own
+      frames, ``(x - mean_t x) / (std_t x + 1e-5)``, so level and channel colouring drop out.
+      Computed from the one window alone, as live inference sees it; ``mean``/``std`` then
+      hold the training statistics of the normalised values;
+    * ``"window_floorpad"``: as ``"window"``, after replacing every frame that reads silence
+      padding (samples the input does not cover, e.g. before a clip shorter than the window)
+      by the per-bin minimum of the covered frames, so padding looks like the recording's own
+      background (as a live microphone's would) instead of digital silence.
+    """
 
     sample_rate: int = 16000
     n_mels: int = 128
@@ -76,6 +89,7 @@ class AudioSpec:
     mean: float = -4.27
     std: float = 4.57
     min_coverage: float = 0.1
+    normalize: str = "global"
 
     @property
     def num_frames(self) -> int:
@@ -106,12 +120,19 @@ class ImuSpec:
 
 
 Spec = VideoSpec | AudioSpec | ImuSpec
+AUDIO_NORMALIZE: tuple[str, ...] = ("global", "window", "window_floorpad")
 _SPEC_TYPES: dict[str, type] = {"video": VideoSpec, "audio": AudioSpec, "imu": ImuSpec}
 
 
+#: Opt-in spec fields added after checkpoints existed: left out of the dict while at their default,
+#: so a spec that does not use them serialises (and hashes, for the window cache) as before.
+_OPTIONAL_FIELDS: dict[str, Any] = {"normalize": "global"}
+
+
 def spec_to_dict(spec: Spec) -> dict[str, Any]:
-    """JSON-ready dict of a spec (tuples become lists)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(spec).items() if k != "channels"}
+    """JSON-ready dict of a spec (tuples become lists; opt-in fields only when set)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(spec).items()
+            if k != "channels" and not (k in _OPTIONAL_FIELDS and v == _OPTIONAL_FIELDS[k])}
 
 
 def spec_from_dict(modality: str, values: Mapping[str, Any]) -> Spec:
@@ -137,6 +158,8 @@ def _validate_spec(modality: str, spec: Spec) -> None:
             raise ValueError(f"video spec: crop must be 'center' or 'foreground', got {spec.crop!r}")
         if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
             raise ValueError(f"video spec: mean/std need {spec.channels} values for color={spec.color!r}")
+    if isinstance(spec, AudioSpec) and spec.normalize not in AUDIO_NORMALIZE:
+        raise ValueError(f"audio spec: normalize must be one of {AUDIO_NORMALIZE}, got {spec.normalize!r}")
     if isinstance(spec, ImuSpec) and (len(spec.mean) != 6 or len(spec.std) != 6):
         raise ValueError("imu spec: mean/std need 6 values (accel xyz, gyro xyz)")
     if spec.window_s <= 0:
@@ -263,18 +286,24 @@ def _foreground_square(x: torch.Tensor, sampled: np.ndarray) -> torch.Tensor:
 def _window_waveform(wave: np.ndarray, timestamps: np.ndarray, window: tuple[float, float],
                      rate: float) -> np.ndarray:
     """Samples inside the window placed on a silent canvas by their timestamps."""
+    return _placed_waveform(wave, timestamps, window, rate)[0]
+
+
+def _placed_waveform(wave: np.ndarray, timestamps: np.ndarray, window: tuple[float, float],
+                     rate: float) -> tuple[np.ndarray, int, int]:
+    """The canvas of :func:`_window_waveform` and the ``[start, end)`` sample range the input covers."""
     t0, t1 = window
     n_out = int(round((t1 - t0) * rate))
     canvas = np.zeros(n_out, dtype=np.float32)
     lo = int(np.searchsorted(timestamps, t0, side="right"))
     hi = int(np.searchsorted(timestamps, t1, side="right"))
     if hi <= lo:
-        return canvas
+        return canvas, 0, 0
     start = int(round((timestamps[lo] - t0) * rate)) - 1
     start = min(max(start, 0), n_out)
     piece = wave[lo:hi][: n_out - start]
     canvas[start:start + len(piece)] = piece
-    return canvas
+    return canvas, start, start + len(piece)
 
 
 def preprocess_audio(wave: np.ndarray, timestamps: np.ndarray, spec: AudioSpec,
@@ -299,7 +328,7 @@ def preprocess_audio(wave: np.ndarray, timestamps: np.ndarray, spec: AudioSpec,
         raise PreprocessError("audio: cannot tell the sample rate (pass sample_rate=)")
     window = window or default_window(timestamps, spec.window_s)
     _coverage("audio", timestamps, window, rate, spec.min_coverage)
-    canvas = _window_waveform(wave.astype(np.float32, copy=False), timestamps, window, rate)
+    canvas, cov0, cov1 = _placed_waveform(wave.astype(np.float32, copy=False), timestamps, window, rate)
     x = torch.from_numpy(canvas)
     in_rate = int(round(rate))
     if in_rate != spec.sample_rate:
@@ -313,10 +342,29 @@ def preprocess_audio(wave: np.ndarray, timestamps: np.ndarray, spec: AudioSpec,
         htk_compat=True, window_type="hanning", use_energy=False, dither=0.0,
     )
     target = spec.num_frames
+    n_computed = fbank.shape[0]
     if fbank.shape[0] < target:
         fbank = F.pad(fbank, (0, 0, 0, target - fbank.shape[0]), value=float(fbank.min()))
     fbank = fbank[:target]
+    if spec.normalize == "window_floorpad":
+        # frames that read any sample the input did not cover (silence padding) → the window's
+        # own per-bin floor, as a live microphone's background would look
+        scale = spec.sample_rate / in_rate
+        shift = int(spec.sample_rate * spec.frame_shift_ms / 1000)
+        starts = torch.arange(target) * shift
+        covered = (starts >= cov0 * scale) & (starts + frame_len <= cov1 * scale) & (torch.arange(target) < n_computed)
+        if bool(covered.any()) and not bool(covered.all()):
+            fbank = torch.where(covered.unsqueeze(1), fbank, fbank[covered].amin(dim=0, keepdim=True))
+    if spec.normalize in ("window", "window_floorpad"):
+        fbank = window_normalize(fbank)
     return ((fbank - spec.mean) / (2.0 * spec.std)).contiguous()
+
+
+def window_normalize(fbank: torch.Tensor) -> torch.Tensor:
+    """Per-mel-bin mean and variance normalisation over the frames of one window ``[F, n_mels]``."""
+    mu = fbank.mean(dim=0, keepdim=True)
+    sd = fbank.std(dim=0, unbiased=False, keepdim=True)
+    return (fbank - mu) / (sd + 1e-5)
 
 
 # ------------------------------------------------------------------------------------------ imu

@@ -51,6 +51,15 @@ class StageConfig:
     label_smoothing: float = 0.1
     imu_noise: float = 0.05
     video_shift: int = 4
+    # audio ([B, frames, mels] model inputs); defaults keep the old behaviour (noise only)
+    audio_noise: float | None = None  # Gaussian noise std; None: 0.5 × imu_noise
+    audio_gain: float = 0.0  # random level: + U(-g, g) added to the whole fbank (log-mel: gain)
+    audio_shift: int = 0  # random time shift of ±frames, vacated frames filled with the clip's minimum
+    audio_freq_warp: float = 0.0  # mel axis stretched by a factor in [1-w, 1+w] (speaker/VTLP-like)
+    freq_masks: int = 0  # SpecAugment: number of frequency masks ...
+    freq_mask_width: int = 0  # ... each U{0..width} mel bins, set to 0
+    time_masks: int = 0  # number of time masks ...
+    time_mask_width: int = 0  # ... each U{0..width} frames, set to 0
     # meta-training
     way: int = 5
     shot: int = 5
@@ -118,10 +127,53 @@ def _augment(inputs: dict[str, torch.Tensor], stage: StageConfig, gen: torch.Gen
         x = out["video"]
         dy, dx = (torch.randint(-stage.video_shift, stage.video_shift + 1, (2,), generator=gen)).tolist()
         out["video"] = torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
-    if "audio" in out and stage.imu_noise > 0:
-        x = out["audio"]
-        out["audio"] = x + 0.5 * stage.imu_noise * torch.randn(x.shape, generator=gen)
+    if "audio" in out:
+        out["audio"] = augment_audio(out["audio"], stage, gen)
     return out
+
+
+def augment_audio(x: torch.Tensor, stage: StageConfig, gen: torch.Generator) -> torch.Tensor:
+    """Training augmentation of normalised fbank batches ``[B, frames, mels]``.
+
+    In order: time shift, mel-axis warp, gain, noise, then SpecAugment frequency and time masks.
+    Only what the stage turns on draws random numbers, so old recipes get the same draws as before.
+    """
+    b, n_t, n_f = x.shape
+    if stage.audio_shift > 0:
+        shifts = torch.randint(-stage.audio_shift, stage.audio_shift + 1, (b,), generator=gen)
+        src = torch.arange(n_t).unsqueeze(0) - shifts.unsqueeze(1)  # [B, T] source frame of each frame
+        valid = (src >= 0) & (src < n_t)
+        floor = x.amin(dim=(1, 2), keepdim=True)
+        shifted = torch.gather(x, 1, src.clamp(0, n_t - 1).unsqueeze(-1).expand(-1, -1, n_f))
+        x = torch.where(valid.unsqueeze(-1), shifted, floor)
+    if stage.audio_freq_warp > 0:
+        factor = 1.0 + stage.audio_freq_warp * (2 * torch.rand(b, generator=gen) - 1)
+        # output bin k reads input bin k / factor (factor > 1: formants move up), edge bin beyond
+        pos = (torch.arange(n_f).unsqueeze(0) / factor.unsqueeze(1)).clamp(0, n_f - 1)
+        lo = pos.floor().long()
+        hi = (lo + 1).clamp(max=n_f - 1)
+        w = (pos - lo).unsqueeze(1)
+        x = torch.gather(x, 2, lo.unsqueeze(1).expand(-1, n_t, -1)) * (1 - w) \
+            + torch.gather(x, 2, hi.unsqueeze(1).expand(-1, n_t, -1)) * w
+    if stage.audio_gain > 0:
+        x = x + stage.audio_gain * (2 * torch.rand(b, 1, 1, generator=gen) - 1)
+    noise = 0.5 * stage.imu_noise if stage.audio_noise is None else stage.audio_noise
+    if noise > 0:
+        x = x + noise * torch.randn(x.shape, generator=gen)
+    keep = torch.ones(b, n_t, n_f, dtype=torch.bool)
+    for count, width, size, dim in ((stage.freq_masks, stage.freq_mask_width, n_f, 2),
+                                    (stage.time_masks, stage.time_mask_width, n_t, 1)):
+        if count <= 0 or width <= 0:
+            continue
+        idx = torch.arange(size)
+        for _ in range(count):
+            w = torch.randint(0, width + 1, (b,), generator=gen)
+            start = (torch.rand(b, generator=gen) * (size - w + 1)).long()
+            band = (idx.unsqueeze(0) >= start.unsqueeze(1)) & (idx.unsqueeze(0) < (start + w).unsqueeze(1))
+            keep &= ~(band.unsqueeze(1) if dim == 2 else band.unsqueeze(2))
+    if stage.freq_masks > 0 or stage.time_masks > 0:
+        x = x * keep
+    return x
 
 
 def supervised_loss(model: MMGModel, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
