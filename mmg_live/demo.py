@@ -23,7 +23,7 @@ import numpy as np
 
 from devices.base import Chunk
 
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 DEMO_LABEL = "DEMO: replay of recorded UTD-MHAD trials (depth video + IMU) and FSDD speech, not a live camera"
 #: Test subjects of the default model and, from UTD-MHAD's 4 trials per subject, the one used.
 DEMO_SUBJECTS = (2, 4, 6)
@@ -77,10 +77,11 @@ def write_trial_session(folder: Path, utd_root: Path, trials: Sequence[tuple[int
     """Write UTD-MHAD ``trials`` ((action, subject, trial) tuples) back to back into one session.
 
     Each trial keeps its own timing and is shifted to start ``gap_s`` after the previous one
-    ended. In the pause before a trial the person stands still: the camera keeps delivering the
-    trial's first frame at 30 fps and the IMU its first sample at the trial's rate — exactly
-    the edge replication :func:`mmg_live.modalities.preprocess` applies to a window reaching
-    before a trial's start in training, so the streams never stop, as a live device's would not.
+    ended. In the pauses the person stands still: for the first half of a pause the camera keeps
+    delivering the previous trial's last frame and the IMU its last sample, for the second half
+    the next trial's first frame and sample (30 fps / the trial's IMU rate) — exactly the edge
+    replication :func:`mmg_live.modalities.preprocess` applies to a window reaching past either
+    end of a trial in training, and the streams never stop, as a live device's would not.
     With ``fsdd_root``, the audio stream runs the whole time at the recordings' rate: silence
     with one spoken digit of ``speaker`` in each pause.
     Returns the placed trials (also written as labelled segments).
@@ -113,19 +114,19 @@ def write_trial_session(folder: Path, utd_root: Path, trials: Sequence[tuple[int
             clip = load_trial(refs[tuple(key)])
             video, imu = clip.streams["video"], clip.streams["imu"]
             duration = len(video) / video.rate
-            start = t - gap_s
-            n_still = int(round(gap_s * video.rate))
-            still_ts = start + np.arange(n_still) / video.rate
-            writer.write(Chunk("video", still_ts, np.repeat(video.data[:1], n_still, axis=0), "video"))
-            n_still = int(round(gap_s * imu.rate))
-            still_ts = start + np.arange(n_still) / imu.rate
-            writer.write(Chunk("imu", still_ts, np.repeat(imu.data[:1], n_still, axis=0), "imu"))
+            start = t - gap_s / 2 if placed else t - gap_s
+            _hold(writer, "video", video.data[:1], start, t, video.rate)
+            _hold(writer, "imu", imu.data[:1], start, t, imu.rate)
             writer.write(Chunk("video", video.timestamps + t, video.data, "video"))
             writer.write(Chunk("imu", imu.timestamps + t, imu.data, "imu"))
             label = ACTIONS[key[0] - 1]
             writer.add_segment(label, t, t + duration)
             placed.append(DemoTrial(label, key[0], key[1], key[2], t, t + duration))
+            end_video = t + video.timestamps[-1] + 1.0 / video.rate
+            end_imu = t + imu.timestamps[-1] + 1.0 / imu.rate
             t += duration + gap_s
+            _hold(writer, "video", video.data[-1:], end_video, t - gap_s / 2, video.rate)
+            _hold(writer, "imu", imu.data[-1:], end_imu, t - gap_s / 2, imu.rate)
         if speech:
             _write_speech(writer, speech, placed, gap_s, t)
     meta_path = tmp / "session.json"
@@ -137,6 +138,13 @@ def write_trial_session(folder: Path, utd_root: Path, trials: Sequence[tuple[int
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     return placed
+
+
+def _hold(writer, stream: str, sample: np.ndarray, t0: float, t1: float, rate: float) -> None:
+    """Repeat one sample at ``rate`` over ``[t0, t1)`` (a still person, a resting sensor)."""
+    n = max(0, int(np.ceil((t1 - t0) * rate - 1e-9)))
+    if n:
+        writer.write(Chunk(stream, t0 + np.arange(n) / rate, np.repeat(sample, n, axis=0), stream))
 
 
 def _write_speech(writer, speech: list, placed: list[DemoTrial], gap_s: float, end: float) -> None:

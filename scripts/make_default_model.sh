@@ -23,7 +23,7 @@ train default_audio_fusion "$RUNS/default/audio" --dataset fsdd --data "$FSDD" \
 # 4. merge (refuses if a shared weight changed), measure, write the card
 echo "== compose -> $ASSETS/default.safetensors"
 "$BIN/python" -m trainer.compose "$RUNS/default/utd/model.safetensors" "$RUNS/default/audio/model.safetensors" \
-  --modality audio --out "$ASSETS/default.safetensors"
+  --modality audio --classifier ensemble --out "$ASSETS/default.safetensors"
 echo "== model card"
 "$BIN/python" -m trainer.model_card "$ASSETS/default.safetensors" --utd "$UTD" --fsdd "$FSDD" --out-dir "$ASSETS" >/dev/null
 echo "wrote $ASSETS/default.safetensors, $ASSETS/MODEL_CARD.md, $ASSETS/model_card.json"

@@ -99,3 +99,24 @@ def test_engine_base_classifier_reads_only_its_modalities_custom_actions_use_all
     pred = engine.step()
     assert pred is not None and pred.modalities == ["audio"]
     assert [e["kind"] for e in pred.top] == ["custom"] and pred.top[0]["label"] == "kettle"
+
+
+def test_ensemble_class_probabilities_are_the_geometric_mean_of_fused_and_present_unimodal_heads():
+    torch.manual_seed(0)
+    model = build_model("lite", ["a", "b", "c"]).eval()
+    specs = model.config.specs
+    inputs = {m: torch.randn(3, *specs[m].output_shape()) for m in ("video", "imu")}
+    present = {"video": torch.tensor([True, True, False]), "imu": torch.tensor([True, True, True])}
+    with torch.inference_mode():
+        enc = model.encode_batch(inputs, present)
+        fused = torch.softmax(model.classifier(model.fuse(enc)), -1)
+        assert torch.allclose(model.class_probabilities(enc), fused)  # default: the fused classifier
+        model.config.extra["classifier"] = "ensemble"
+        got = model.class_probabilities(enc)
+        log_f = torch.log(fused)
+        heads = {m: torch.log_softmax(model.unimodal_heads[m](enc.embeddings[m]), -1) for m in ("video", "imu")}
+    both = torch.softmax((log_f[:2] + heads["video"][:2] + heads["imu"][:2]) / 3, -1)
+    imu_only = torch.softmax((log_f[2] + heads["imu"][2]) / 2, -1)  # row 2 has no video: its head does not count
+    torch.testing.assert_close(got[:2], both, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[2], imu_only, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.sum(-1), torch.ones(3))

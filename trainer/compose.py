@@ -81,12 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("base", help="checkpoint whose classes, classifier and other modalities are kept")
     parser.add_argument("donor", help="checkpoint that trained MODALITY's encoder and fusion entry")
     parser.add_argument("--modality", default="audio", help="modality to take from the donor (default audio)")
+    parser.add_argument("--classifier", choices=("fused", "ensemble"), default=None,
+                        help="base-class scoring stored in the output (default: the base's); ensemble = "
+                             "geometric mean of the fused classifier and the unimodal heads (late fusion)")
     parser.add_argument("--out", required=True, help="output checkpoint")
     args = parser.parse_args(argv)
     try:
         base, base_info = load_checkpoint(args.base, device="cpu")
         donor, donor_info = load_checkpoint(args.donor, device="cpu")
         merged, summary = compose(base, donor, args.modality)
+        if args.classifier is not None:
+            merged.config.extra["classifier"] = args.classifier
     except (CheckpointError, ValueError) as exc:
         print(f"compose: {exc}", file=sys.stderr)
         return 2

@@ -37,8 +37,8 @@ def _encoded_batches(model: MMGModel, data: WindowSet, modalities: Sequence[str]
 
 @torch.inference_mode()
 def predict(model: MMGModel, data: WindowSet, modalities: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-    """Class probabilities ``[N, C]`` from the fused classifier on window 0 of every clip."""
-    outs = [model.classifier(model.fuse(enc)).softmax(-1).float().cpu()
+    """Class probabilities ``[N, C]`` (:meth:`MMGModel.class_probabilities`) on window 0 of every clip."""
+    outs = [model.class_probabilities(enc).float().cpu()
             for enc in _encoded_batches(model, data, modalities, batch_size)]
     return torch.cat(outs)
 

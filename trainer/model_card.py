@@ -37,7 +37,8 @@ def measure(checkpoint: Path, utd: Path, fsdd: Path | None, episodes: int = 600)
     readable = model.trained.classifier_inputs()
     out: dict[str, Any] = {"checkpoint": checkpoint.name, "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
                            "classes": list(model.class_names), "trained": model.trained.to_dict(),
-                           "parameters_m": round(count_params(model) / 1e6, 2), "manyshot": [], "fewshot": []}
+                           "parameters_m": round(count_params(model) / 1e6, 2),
+                           "classifier": model.config.extra.get("classifier", "fused"), "manyshot": [], "fewshot": []}
     for mods in modality_subsets(readable):
         data = load_eval_set(model, "utd-mhad", utd, ["2", "4", "6"], mods)
         out["manyshot"].append({"modalities": mods, **accuracy(model, data, mods)})
@@ -67,6 +68,8 @@ def render(metrics: dict[str, Any]) -> str:
                     f"{pct(r['acc'])} ± {pct(r['ci95'])} | {r['episodes']} |" for r in metrics["fewshot"])
     classes = ", ".join(metrics["classes"])
     t = metrics["trained"]
+    scoring = ("the geometric mean of the fused classifier and the unimodal heads of the live "
+               "modalities (late fusion)" if metrics.get("classifier") == "ensemble" else "the fused classifier")
     return f"""# Model card: mmg-live default model (`default.safetensors`)
 
 **What it is.** The `lite` configuration of mmg-live (small 3-D CNN on 16×64×64 gray frames
@@ -102,8 +105,9 @@ Base classes: {classes}.
 3. `mmg-train unimodal_audio` on FSDD, then `mmg-train default_audio_fusion`: prototypical
    episodes on audio training only the audio encoder and the fusion's audio entry, every
    shared weight frozen;
-4. `python -m trainer.compose` merges the audio parts into the UTD-MHAD model after checking
-   that no shared weight changed, so video + IMU outputs are exactly those of step 2.
+4. `python -m trainer.compose ... --classifier ensemble` merges the audio parts into the
+   UTD-MHAD model after checking that no shared weight changed, so video + IMU embeddings are
+   exactly those of step 2, and stores the base-class scoring: {scoring}.
 
 Trained parts: encoders {', '.join(t['encoders'])}; fusion {', '.join(t['fusion'])}; the base
 classifier reads {', '.join(t['classifier_modalities'])} (audio only feeds custom actions).

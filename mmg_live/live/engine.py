@@ -425,8 +425,7 @@ class InferenceEngine:
             base = None
             readable = [m for m in used if m in self.model.trained.classifier_inputs()]
             if readable:
-                fused = self.model.fuse(enc, readable)
-                base = torch.softmax(self.model.classifier(fused)[0].float(), dim=-1).cpu().numpy()
+                base = self.model.class_probabilities(enc, readable)[0].cpu().numpy()
             custom = bank.classify(enc, used) if bank is not None and len(bank) else None
         return base, custom
 

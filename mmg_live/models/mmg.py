@@ -166,6 +166,26 @@ class MMGModel(nn.Module):
             {m: present[m].index_select(0, idx) for m in chosen}))
         return fused.new_zeros((any_present.shape[0], fused.shape[1])).index_copy(0, idx, fused)
 
+    def class_probabilities(self, enc: "Encoded", modalities: Sequence[str] | None = None) -> torch.Tensor:
+        """Base-class probabilities ``[B, C]`` from the encoded modalities (or the given subset).
+
+        The fused classifier's softmax; when ``config.extra["classifier"] == "ensemble"``, the
+        normalised geometric mean of it and the unimodal heads of the chosen modalities (late
+        fusion: each head only counts for the rows where its modality is present). Only
+        modalities the classifier was trained on should be passed (``trained.classifier_inputs()``).
+        """
+        chosen = [m for m in enc.present if modalities is None or m in modalities]
+        log_p = torch.log_softmax(self.classifier(self.fuse(enc, chosen)).float(), dim=-1)
+        if self.config.extra.get("classifier") != "ensemble":
+            return log_p.exp()
+        total, count = log_p, torch.ones_like(log_p[:, :1])
+        for m in chosen:
+            weight = enc.present[m].to(log_p.dtype).unsqueeze(1)
+            head = torch.log_softmax(self.unimodal_heads[m](enc.embeddings[m]).float(), dim=-1)
+            total = total + weight * head
+            count = count + weight
+        return torch.softmax(total / count, dim=-1)
+
     def forward(self, inputs: Mapping[str, torch.Tensor],
                 present: Mapping[str, torch.Tensor] | None = None) -> MMGOutput:
         """Embed, fuse and classify any non-empty subset of modalities.
