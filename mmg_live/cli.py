@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="no hardware needed: replay built-in recorded trials (clearly labelled) with the default model")
     run.add_argument("--calibration", metavar="FILE", help="calibration profile (JSON); stored with recordings")
     inf = p.add_argument_group("inference (--headless: predictions as JSON lines on stdout)")
-    inf.add_argument("--checkpoint", metavar="FILE", help="model checkpoint (safetensors + JSON)")
+    inf.add_argument("--checkpoint", metavar="FILE",
+                     help="model checkpoint (safetensors + JSON); 'default' = the shipped model (the GUI's default)")
     inf.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="compute device")
     inf.add_argument("--prototypes", metavar="FILE", help="custom-action prototype bank")
     inf.add_argument("--jsonl", metavar="FILE", help="append predictions as JSON lines")
@@ -302,6 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.demo:
             _prepare_demo(args)
+        if args.checkpoint == "default":
+            from mmg_live.assets import default_checkpoint_path
+
+            args.checkpoint = str(default_checkpoint_path())
         from devices.zmq_stream import parse_imu_spec
 
         if args.imu is not None:

@@ -1,7 +1,7 @@
 """End to end with the shipped default model: real UTD-MHAD trials of held-out subjects replayed
 through the device layer (ReplaySource) → ring buffers → the threaded InferenceEngine.
 
-* many-shot: ≥ 20 trials of the base classes, the prediction at the end of each trial must
+* many-shot: 42 trials of the base classes, the prediction at the end of each trial must
   match its label for ≥ 85 % of them; then video is switched off mid-run and predictions keep
   coming from the IMU, with no error;
 * few-shot: the 6 novel classes (never trained on) are enrolled from 5 replayed trials each
@@ -89,10 +89,11 @@ class ReplayRun:
 
 def test_default_model_on_replayed_held_out_trials_and_video_switched_off(default_model, utd_mhad_dir, fsdd_dir,
                                                                           tmp_path):
-    trials = [(a, TEST_SUBJECTS[k % 3], 2) for k, a in enumerate(BASE_ACTIONS)]  # 21 trials
-    trials += [(a, TEST_SUBJECTS[(k + 1) % 3], 3) for k, a in enumerate(BASE_ACTIONS[:4])]  # video off here
+    # the first two trials of every base action, the three held-out subjects taking turns
+    trials = [(a, TEST_SUBJECTS[(k + t) % 3], t) for t in (1, 2) for k, a in enumerate(BASE_ACTIONS)]  # 42
+    trials += [(a, TEST_SUBJECTS[(k + 2) % 3], 3) for k, a in enumerate(BASE_ACTIONS[:4])]  # video off here
     placed = write_trial_session(tmp_path / "session", utd_mhad_dir, trials, fsdd_dir, gap_s=1.5)
-    scored, switched = placed[:21], placed[21:]
+    scored, switched = placed[:42], placed[42:]
     run = ReplayRun(tmp_path / "session", default_model, speed=1.0, stride=0.1)
     run.start()
     try:
@@ -185,3 +186,27 @@ def test_novel_actions_enrolled_with_video_and_imu_recognised_from_imu_alone(def
     assert all(mods == ["imu"] for _, got, mods in rows if got is not None)
     assert stats["errors"] == 0, stats["last_error"]
     assert custom_hits / n >= 0.75, rows
+
+
+def test_demo_headless_builds_its_replay_and_predicts_with_the_default_model(utd_mhad_dir, fsdd_dir, tmp_path):
+    """`mmg-live --demo --headless`: the demo session is written on first run from the data sets,
+    replayed (labelled as a replay), and the default model's predictions come out as JSON lines."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "MMG_DATA": str(utd_mhad_dir.parent)}
+    proc = subprocess.run([sys.executable, "-m", "mmg_live.cli", "--demo", "--headless", "--seconds", "12"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "DEMO: replay of recorded UTD-MHAD trials" in proc.stderr
+    session = tmp_path / "cache" / "mmg-live" / "demo"
+    assert len(list(session.glob("session-v*/session.json"))) == 1
+    preds = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    model, _ = load_checkpoint(default_checkpoint_path(), device="cpu")
+    assert len(preds) >= 10, proc.stdout[-2000:]
+    assert all(p["modalities"] == ["video", "imu"] for p in preds)  # no custom actions: audio is not encoded
+    assert all(p["top"][0]["label"] in model.class_names + ["unknown"] for p in preds)
+    assert [p["t"] for p in preds] == sorted(p["t"] for p in preds)

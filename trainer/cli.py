@@ -50,6 +50,8 @@ def _accuracy(args: argparse.Namespace) -> int:
     from trainer.evaluate import accuracy, load_eval_set
 
     model, _ = load_checkpoint(_checkpoint_path(args.checkpoint), device=args.device)
+    if args.classifier:
+        model.config.extra["classifier"] = args.classifier
     mods = _list(args.modalities) or model.trained.classifier_inputs() or list(model.modalities)
     data = load_eval_set(model, args.dataset, args.data, _groups(args), mods)
     result = accuracy(model, data, mods)
@@ -108,9 +110,12 @@ def build_eval_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto")
         p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    acc = sub.add_parser("accuracy", help='top-1 of the fused classifier: {"top1", "n"}')
+    acc = sub.add_parser("accuracy", help='top-1 of the classifier: {"top1", "n"}')
     data_args(acc)
-    acc.add_argument("--modalities", help="comma-separated test modalities (default: what the fusion was trained on)")
+    acc.add_argument("--modalities", help="comma-separated test modalities (default: what the classifier reads)")
+    acc.add_argument("--classifier", choices=("fused", "ensemble"),
+                     help="base-class scoring (default: the checkpoint's); ensemble = late fusion of the fused "
+                          "classifier and the unimodal heads")
     acc.set_defaults(func=_accuracy)
 
     few = sub.add_parser("fewshot", help='N-way K-shot prototypes: {"acc", "ci95", "episodes"}')
