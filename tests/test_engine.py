@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from pathlib import Path
@@ -18,10 +17,10 @@ from mmg_live.checkpoint import load_checkpoint, save_checkpoint
 from mmg_live.live.buffer import StreamBuffer, Synchronizer
 from mmg_live.live.engine import EmaSmoother, InferenceEngine, Prediction, SourceBuffers
 from mmg_live.live.publish import JsonlSink, ZmqPredictionPublisher
-from mmg_live.live.recorder import SessionWriter
 from mmg_live.live.windowing import synchronizer_windows, window_tensors
 from mmg_live.models.mmg import build_model
 from mmg_live.prototypes import PrototypeBank
+from synthetic_session import imu_signal, write_session
 
 CLASSES = ["walk", "sit", "wave"]
 STREAMS = {"video": "video", "audio": "audio", "imu": "imu"}
@@ -40,34 +39,9 @@ def make_model(tmp_path: Path, trained=("video", "imu"), classifier=True):
     return loaded
 
 
-def imu_signal(t: np.ndarray) -> np.ndarray:
-    return np.stack([np.sin(2 * np.pi * 1.3 * t), 0.2 * np.cos(t), np.ones_like(t),
-                     30 * np.sin(2 * np.pi * 0.7 * t), np.zeros_like(t), 10 * np.cos(3 * t)], 1).astype(np.float32)
-
-
-def write_session(folder: Path, seconds: float = 12.0, t0: float = 500.0) -> Path:
-    """Gray 30 fps video (48x64), 16 kHz audio in 512-sample blocks, 50 Hz IMU."""
-    rng = np.random.default_rng(3)
-    nv, na, ni = int(30 * seconds), int(16000 * seconds), int(50 * seconds)
-    with SessionWriter(folder, {"audio": {"rate": 16000}, "video": {"fps": 30}}) as w:
-        tv = t0 + 0.003 + np.arange(nv) / 30
-        frames = np.zeros((nv, 48, 64, 1), np.uint8)
-        for i in range(nv):
-            x = int(8 + 40 * (0.5 + 0.5 * math.sin(i / 15)))
-            frames[i, 12:36, x:x + 12] = 200
-            w.write(Chunk("video", tv[i:i + 1], frames[i:i + 1]))
-        ta = t0 + np.arange(na) / 16000
-        audio = (0.1 * np.sin(2 * np.pi * 440 * ta) + rng.normal(0, 0.01, na)).astype(np.float32)[:, None]
-        for i in range(0, na, 512):
-            w.write(Chunk("audio", ta[i:i + 512], audio[i:i + 512]))
-        ti = t0 + 0.001 + np.arange(ni) / 50
-        w.write(Chunk("imu", ti, imu_signal(ti - t0)))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def session(tmp_path_factory) -> Path:
-    return write_session(tmp_path_factory.mktemp("engine") / "session")
+    return write_session(tmp_path_factory.mktemp("engine") / "session", seconds=12.0)
 
 
 class Replay:

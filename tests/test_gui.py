@@ -14,7 +14,7 @@ pytest.importorskip("PyQt6")
 pytest.importorskip("pytestqt")
 
 from devices.base import Chunk, SourceBase, host_now  # noqa: E402
-from test_gui_support import CLASSES, write_checkpoint, write_session  # noqa: E402
+from synthetic_session import CLASSES, write_checkpoint, write_session  # noqa: E402
 from mmg_live.cli import build_parser  # noqa: E402
 from mmg_live.gui.app import load_bank, load_model  # noqa: E402
 from mmg_live.gui.live_session import DeviceConfig, LiveSession  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_gui_support import write_checkpoint, write_session
+from synthetic_session import write_checkpoint, write_session
 
 
 def _require(tool: str) -> str:

@@ -286,26 +286,15 @@ class InferenceEngine:
         """The preprocessed window ending at ``t_end`` (default: the newest sample), for enrolment.
 
         Uses the same liveness rules and preprocessing as :meth:`step` (trained, switched on,
-        enough coverage) restricted to ``modalities`` (default: every stream). Returns
+        healthy, enough coverage) restricted to ``modalities`` (default: every stream). Returns
         ``(tensors, problems, t_end)``: one tensor per usable modality (no batch dimension, on
         the CPU), the reason for each modality left out, and the window end actually used.
         """
         t_end = self.sync.latest_time() if t_end is None else float(t_end)
         if t_end is None:
             return {}, {m: "no samples yet" for m in (modalities or self.streams)}, None
-        trained = set(usable_modalities(self.model))
-        wanted = list(self.streams) if modalities is None else [m for m in modalities]
-        status = {m: {"coverage": 0.0, "live": False, "reason": None} for m in wanted}
-        candidates = []
-        for m in wanted:
-            if m not in self.streams or self.streams[m] not in self.sync.buffers:
-                status[m]["reason"] = "no stream"
-            elif m not in trained:
-                status[m]["reason"] = "encoder or fusion not trained for this modality"
-            elif not self.enabled(m):
-                status[m]["reason"] = "switched off"
-            else:
-                candidates.append(m)
+        wanted = list(self.streams) if modalities is None else list(modalities)
+        status, candidates = self._select(wanted, set(usable_modalities(self.model)))
         raw, rates = self._fetch(t_end, candidates, status)
         tensors, problems = window_tensors(raw, self.model.config.specs, t_end, rates) if raw else ({}, {})
         reasons = {m: st["reason"] for m, st in status.items() if st["reason"] and m not in tensors}
@@ -326,27 +315,11 @@ class InferenceEngine:
             return self._idle("no samples yet")
         if self._last_t is not None and t_end <= self._last_t:
             return self._idle("no new samples since the last window")
-        status: dict[str, dict] = {}
         trained = set(usable_modalities(self.model))
         # without custom actions only the base classifier's inputs are worth encoding
         bank = self.prototypes
         needed = trained if bank is not None and len(bank) else set(self.model.trained.classifier_inputs()) & trained
-        candidates = []
-        for m, name in self.streams.items():
-            st = status[m] = {"trained": m in trained, "enabled": self.enabled(m), "coverage": 0.0, "live": False,
-                              "used": False, "reason": None}
-            if not st["trained"]:
-                st["reason"] = "encoder or fusion not trained for this modality"
-            elif m not in needed:
-                st["reason"] = "only used for custom actions, and there are none"
-            elif not st["enabled"]:
-                st["reason"] = "switched off"
-            elif name not in self.sync.buffers:
-                st["reason"] = f"no stream {name!r}"
-            elif self._device_error(name):
-                st["reason"] = f"device error: {self._device_error(name)}"
-            else:
-                candidates.append(m)
+        status, candidates = self._select(list(self.streams), needed)
         raw, rates = self._fetch(t_end, candidates, status)
         t_fetch = time.perf_counter()
         tensors, problems = window_tensors(raw, self.model.config.specs, t_end, rates) if raw else ({}, {})
@@ -389,6 +362,29 @@ class InferenceEngine:
             except Exception as exc:  # a broken consumer must not stop inference
                 self._record_error(f"on_prediction {getattr(callback, '__name__', callback)!r}: {exc}")
         return pred
+
+    def _select(self, modalities: Sequence[str], needed: set[str]) -> tuple[dict[str, dict], list[str]]:
+        """Status per modality and the ones worth fetching: trained, needed, enabled, streamed, healthy."""
+        trained = set(usable_modalities(self.model))
+        status: dict[str, dict] = {}
+        candidates = []
+        for m in modalities:
+            name = self.streams.get(m)
+            st = status[m] = {"trained": m in trained, "enabled": self.enabled(m), "coverage": 0.0, "live": False,
+                              "used": False, "reason": None}
+            if not st["trained"]:
+                st["reason"] = "encoder or fusion not trained for this modality"
+            elif m not in needed:
+                st["reason"] = "only used for custom actions, and there are none"
+            elif not st["enabled"]:
+                st["reason"] = "switched off"
+            elif name is None or name not in self.sync.buffers:
+                st["reason"] = f"no stream {name!r}" if name else "no stream"
+            elif error := self._device_error(name):
+                st["reason"] = f"device error: {error}"
+            else:
+                candidates.append(m)
+        return status, candidates
 
     def _device_error(self, stream: str) -> str | None:
         source = self.sources.get(stream)

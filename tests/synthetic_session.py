@@ -1,4 +1,4 @@
-"""Helpers for the GUI tests (no tests here): a synthetic recorded session and a small lite checkpoint."""
+"""Test helpers (no tests here): a synthetic recorded session (video, audio, IMU) and a small lite checkpoint."""
 
 from __future__ import annotations
 
