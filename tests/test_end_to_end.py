@@ -1,8 +1,9 @@
 """End to end with the shipped default model: real UTD-MHAD trials of held-out subjects replayed
 through the device layer (ReplaySource) → ring buffers → the threaded InferenceEngine.
 
-* many-shot: all 84 base-class trials of subjects 2, 4, 6; the prediction at the end of each
-  trial must match its label (the issue asks ≥ 85 %; measured 84.5 %, asserted ≥ 80 %); then
+* many-shot: every base-class trial of the held-out subjects 2, 4, 6 (21 actions × 3 subjects
+  × 4 trials = 252, the whole held-out set: no friendlier subset); the prediction at the end of
+  each trial must match its label for ≥ 85 % of them (the issue's bar); then
   video is switched off mid-run and predictions keep coming from the IMU, with no error;
 * few-shot: the 6 novel classes (never trained on) are enrolled from 5 replayed trials each
   with video + IMU, then other trials of those classes are replayed with the IMU alone; the
@@ -66,9 +67,10 @@ class ReplayRun:
             s.start()
         self.engine.start()
 
-    def wait_until(self, t_session: float, timeout: float = 600.0) -> None:
-        """Block until the replay has played up to recorded time ``t_session``."""
-        deadline = time.monotonic() + timeout
+    def wait_until(self, t_session: float, slack_s: float = 120.0) -> None:
+        """Block until the replay has played up to recorded time ``t_session`` (fails when that
+        takes ``slack_s`` longer than real time at 1x would)."""
+        deadline = time.monotonic() + max(0.0, self.host(t_session) - host_now()) + slack_s
         while host_now() < self.host(t_session):
             assert time.monotonic() < deadline, "replay did not progress"
             time.sleep(0.02)
@@ -88,14 +90,17 @@ class ReplayRun:
         return inside[-1] if inside else None
 
 
+@pytest.mark.timeout(2400)
 def test_default_model_on_replayed_held_out_trials_and_video_switched_off(default_model, utd_mhad_dir, fsdd_dir,
                                                                           tmp_path):
-    # all four trials of every base action, the three held-out subjects taking turns (84 trials,
-    # about 5.5 min at 1x: fewer trials make the 85 % bar a coin toss for a ~89 % model)
-    trials = [(a, TEST_SUBJECTS[(k + t) % 3], t) for t in (1, 2, 3, 4) for k, a in enumerate(BASE_ACTIONS)]
-    trials += [(a, TEST_SUBJECTS[(k + 2) % 3], 1) for k, a in enumerate(BASE_ACTIONS[:4])]  # video off here
-    placed = write_trial_session(tmp_path / "session", utd_mhad_dir, trials, fsdd_dir, gap_s=1.5)
-    scored, switched = placed[:84], placed[84:]
+    # every trial of every base action by the three held-out subjects (252 trials, about 16 min
+    # at 1x): a subset would make the 85 % bar depend on which trials were picked (the first 84
+    # of this order gave 84.5 %)
+    trials = [(a, s, t) for t in (1, 2, 3, 4) for s in TEST_SUBJECTS for a in BASE_ACTIONS]
+    n_scored = len(trials)
+    trials += [(a, TEST_SUBJECTS[k % 3], 1) for k, a in enumerate(BASE_ACTIONS[:4])]  # video off here
+    placed = write_trial_session(tmp_path / "session", utd_mhad_dir, trials, fsdd_dir, gap_s=1.0)
+    scored, switched = placed[:n_scored], placed[n_scored:]
     run = ReplayRun(tmp_path / "session", default_model, speed=1.0, stride=0.1)
     run.start()
     try:
@@ -121,10 +126,9 @@ def test_default_model_on_replayed_held_out_trials_and_video_switched_off(defaul
     for label, got, mods in results:
         print(f"  {label:32s} -> {got} {mods}")
     assert all(mods == ["video", "imu"] for _, got, mods in results if got is not None)
-    # The issue's bar is 85 %; this model reaches 71/84 = 84.5 % on these trials (89.3 % on all 252
-    # held-out clips, see MODEL_CARD.md), so the test guards 80 % against regressions and the gap
-    # is reported in the issue rather than hidden by a friendlier choice of trials.
-    assert correct / len(results) >= 0.80, results
+    # the issue's bar; MODEL_CARD.md reports 89.3 % for the same 252 clips classified offline from
+    # the window ending at their last sample
+    assert correct / len(results) >= 0.85, results
     after = [p for p in run.predictions if p.emitted > t_off + 0.2]
     assert len(after) >= 20, f"only {len(after)} predictions after video was switched off"
     assert all(p.modalities == ["imu"] for p in after)
