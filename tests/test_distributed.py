@@ -19,7 +19,7 @@ STAGE = StageConfig(name="t", modalities=["imu", "audio"], align_weight=0.0, lab
 
 def _data():
     gen = torch.Generator().manual_seed(0)
-    model = build_model("lite", CLASSES)  # imu + audio: no batch-statistics layers
+    model = build_model("lite", CLASSES)
     specs = model.config.specs
     inputs = {m: torch.randn(BATCH, *specs[m].output_shape(), generator=gen) for m in ("imu", "audio")}
     present = {"imu": torch.ones(BATCH, dtype=torch.bool),
@@ -37,7 +37,7 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = build_model("lite", CLASSES).eval()  # eval: no dropout, so both runs see the same function
+    model = build_model("lite", CLASSES).eval()  # eval: no dropout, BatchNorm on running stats: one function
     inputs, present, labels = _data()
     idx = shard(torch.arange(BATCH), rank, world)
     loss, _ = supervised_loss(model, {m: x[idx] for m, x in inputs.items()},
@@ -58,7 +58,7 @@ def _free_port() -> int:
 
 def test_gloo_two_processes_match_single_process_gradients():
     torch.manual_seed(0)
-    model = build_model("lite", CLASSES).eval()  # eval: no dropout, so both runs see the same function
+    model = build_model("lite", CLASSES).eval()  # eval: no dropout, BatchNorm on running stats: one function
     inputs, present, labels = _data()
     # One process, the same global batch, as the mean of the two shards' losses.
     for idx in (shard(torch.arange(BATCH), r, 2) for r in range(2)):

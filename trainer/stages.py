@@ -101,6 +101,19 @@ def _apply_freeze(model: MMGModel, prefixes: Sequence[str]) -> list[torch.nn.Par
     return trainable
 
 
+def freeze_batch_statistics(model: torch.nn.Module) -> None:
+    """Put every BatchNorm layer whose weights are all frozen in eval mode.
+
+    A frozen part must stay exactly as it was (``trainer.compose`` checks it bit for bit), and
+    in train mode BatchNorm would still move its running statistics.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+
+
 def _modality_dropout(present: dict[str, torch.Tensor], p: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """Drop each present modality with probability ``p``, always keeping at least one per sample."""
     if p <= 0 or len(present) < 2:
@@ -291,6 +304,7 @@ def run_epoch(model: MMGModel, stage: StageConfig, data: WindowSet, plan: EpochP
               grad_hook: Callable[[], None] | None = None) -> tuple[int, dict[str, float]]:
     """Train one epoch; returns the new global step and the epoch's mean loss terms."""
     model.train()
+    freeze_batch_statistics(model)
     torch.manual_seed(seed)  # dropout draws from the global RNG: make a resumed epoch identical
     gen = torch.Generator().manual_seed(seed + 7919)
     sums: dict[str, float] = {}
