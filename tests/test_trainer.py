@@ -64,6 +64,25 @@ def test_resume_refuses_a_different_recipe(utd_mhad_dir, tmp_path):
         train(_ctx(other, utd_mhad_dir, tmp_path / "run"))
 
 
+def test_resume_refuses_a_checkpoint_of_another_model_config(utd_mhad_dir, tmp_path):
+    """E.g. the lite IMU encoder changed since the run started: a clear error, not a state-dict dump."""
+    import copy
+
+    from mmg_live.checkpoint import save_checkpoint
+    from mmg_live.models.mmg import MMGModel
+
+    recipe = _imu_recipe(epochs=2)
+    run = tmp_path / "run"
+    train(_ctx(recipe, utd_mhad_dir, run, max_epochs=1))
+    old, _ = load_checkpoint(run / "last.safetensors", device="cpu")
+    config = copy.deepcopy(old.config)
+    config.encoders["imu"] = {"kind": "imu_transformer", "patch": 10, "dim": 128, "depth": 3, "heads": 4,
+                              "stem": "conv"}
+    save_checkpoint(run / "last.safetensors", MMGModel(config, old.class_names))
+    with pytest.raises(ValueError, match="different model config"):
+        train(_ctx(recipe, utd_mhad_dir, run))
+
+
 def test_corrupt_file_is_skipped_and_counted(utd_mhad_dir, tmp_path):
     root = tmp_path / "utd"
     (root / "Inertial").mkdir(parents=True)

@@ -282,6 +282,10 @@ def train(ctx: RunContext) -> Path:
         _init_parts(model, recipe, ctx.device)
     else:
         resumed, _ = load_checkpoint(out / "last.safetensors", device=ctx.device)
+        if resumed.config.to_dict() != config.to_dict():
+            raise ValueError(f"{out / 'last.safetensors'}: this run was made with a different model config than "
+                             f"the recipe's now ({config.name!r} changed since); resume needs the same config: "
+                             f"train into a new --out folder")
         model.load_state_dict(resumed.state_dict())
         model.trained = resumed.trained
         log.info("resuming %s at stage %d epoch %d", out, state["stage"], state["epoch"])
