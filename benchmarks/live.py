@@ -15,6 +15,11 @@ default) with all three modalities:
 The goals (p95 ≤ 100 ms, ≥ 10 predictions/s, enrolment ≤ 0.5 s, RSS growth ≤ 20 MB over the
 full phase) are printed next to the measured values with PASS/MISS.
 
+Like ``mmg-live``, the benchmark caps glibc's malloc arenas at 2 before any thread starts and
+the engine gives the heap's free pages back every 10 s (``mmg_live.live.memory``);
+``MALLOC_ARENA_MAX=64`` in the environment (glibc's default here) and ``--trim-memory-s 0`` turn
+them off, to see what they save.
+
 Sources: synthetic looping replay sources (default; their frame size, IMU rate and audio rate
 follow the config: 120x160 gray for ``lite``, 256x256 RGB for ``paper``), the built-in demo
 session (``--demo``: real UTD-MHAD trials + FSDD speech, looping) or a recorded session
@@ -218,7 +223,7 @@ def summarise(name: str, preds: list, stats: dict, elapsed: float, rss: list[tup
         "phase": name, "seconds": round(elapsed, 2), "predictions": len(preds),
         "predictions_per_s": round(len(preds) / elapsed, 2), "windows": stats["windows"], "skipped": stats["skipped"],
         "idle_windows": stats["idle_windows"], "errors": stats["errors"], "last_error": stats["last_error"],
-        "modalities": subsets, "age_ms_p50": a50, "age_ms_p95": a95, "total_ms_p50": t50, "total_ms_p95": t95,
+        "memory_trims": stats["memory_trims"], "modalities": subsets, "age_ms_p50": a50, "age_ms_p95": a95, "total_ms_p50": t50, "total_ms_p95": t95,
         "stage_ms_p50": stages, "rss_mb_start": rss[0][1], "rss_mb_end": rss[-1][1],
         "rss_mb_max": max(v for _, v in rss), "rss_mb_samples": rss,
         "rss_growth_mb": round(rss[-1][1] - rss[0][1], 1),
@@ -322,6 +327,7 @@ def print_report(header: str, baseline: dict, full: dict, enrolments: list[dict]
         ("  encode+fuse p50 ms", tuple(str(p["stage_ms_p50"]["encode_fuse"]) for p in (baseline, full))),
         ("  preprocess p50 ms", tuple(str(p["stage_ms_p50"]["preprocess"]) for p in (baseline, full))),
         ("RSS start / end MiB", tuple(f"{p['rss_mb_start']} / {p['rss_mb_end']}" for p in (baseline, full))),
+        ("  RSS max MiB / heap trims", tuple(f"{p['rss_mb_max']} / {p['memory_trims']}" for p in (baseline, full))),
     ]
     print(header)
     print(f"  {'':<34} {'baseline':>24} {'full':>24}")
@@ -356,6 +362,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     src.add_argument("--demo", action="store_true", help="the built-in demo session (UTD-MHAD + FSDD), looping")
     src.add_argument("--replay", metavar="DIR", help="a recorded session (looping)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--trim-memory-s", type=float, default=10.0,
+                        help="the engine's heap trim period in seconds (default 10, as mmg-live; 0: never)")
     args = parser.parse_args(argv)
     if args.stride <= 0 or args.seconds <= 0 or args.baseline_seconds <= 0:
         parser.error("--stride, --seconds and --baseline-seconds must be > 0")
@@ -364,6 +372,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    from mmg_live.live.memory import limit_malloc_arenas
+
+    arenas_capped = limit_malloc_arenas()  # as mmg-live does, before any thread starts
     if args.threads:
         torch.set_num_threads(args.threads)
     from mmg_live.live.engine import InferenceEngine, SourceBuffers
@@ -385,11 +396,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         base_engine = InferenceEngine(model, buffers.synchronizer, streams, stride_s=args.stride, smoothing="none",
-                                      device=device)
+                                      device=device, trim_memory_s=args.trim_memory_s)
         baseline = run_phase("baseline", base_engine, args.baseline_seconds)
         bank = PrototypeBank(model)
         engine = InferenceEngine(model, buffers.synchronizer, streams, stride_s=args.stride, smoothing="ema",
-                                 device=device, prototypes=bank)
+                                 device=device, prototypes=bank, trim_memory_s=args.trim_memory_s)
         enrolments = [enrol(engine, bank, "custom_a"), enrol(engine, bank, "custom_b")]
         full = run_phase("full", engine, args.seconds)
     finally:
@@ -411,12 +422,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if missing:
         notes.append(f"trained modalities never encoded in the full phase: {missing}")
     header = (f"live engine, {model.config.name} config ({model_desc}), device {device}, stride {args.stride} s, "
-              f"torch threads {torch.get_num_threads()}, {source_desc}; waited {waited:.1f} s for full windows, "
+              f"torch threads {torch.get_num_threads()}, malloc arenas {'capped at 2' if arenas_capped else 'not capped'}, "
+              f"heap trim every {args.trim_memory_s:g} s, "
+              f"{source_desc}; waited {waited:.1f} s for full windows, "
               f"warm-up {warm_s:.1f} s" + (f", peak GPU memory {gpu_mb} MiB" if gpu_mb is not None else ""))
     print_report(header, baseline, full, enrolments, goals, notes)
     print(json.dumps({
         "config": model.config.name, "model": model_desc, "device": device, "stride_s": args.stride,
-        "threads": torch.get_num_threads(), "source": source_desc, "rss_mb_process_start": round(rss_start, 1),
+        "threads": torch.get_num_threads(), "malloc_arenas_capped": arenas_capped, "trim_memory_s": args.trim_memory_s, "source": source_desc, "rss_mb_process_start": round(rss_start, 1),
         "enrol_5_examples_ms": enrol_ms, "enrolments": enrolments, "gpu_peak_mb": gpu_mb,
         "goals": goals, "all_goals_met": all(g["pass"] for g in goals), "baseline": baseline, "full": full,
     }))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from devices.base import Source, host_now
+from mmg_live.live.memory import limit_malloc_arenas
 
 PROG = "mmg-live"
 
@@ -296,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mmg-live`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    limit_malloc_arenas()  # before any capture or inference thread starts: see mmg_live.live.memory
     if args.seconds is not None and args.seconds <= 0:
         parser.error(f"--seconds must be > 0, got {args.seconds:g}")
     if args.speed <= 0:

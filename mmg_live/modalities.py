@@ -233,10 +233,19 @@ def _frames_to_float(frames: np.ndarray, spec: VideoSpec) -> torch.Tensor:
     return x
 
 
-def preprocess_video(frames: np.ndarray, timestamps: np.ndarray, spec: VideoSpec,
-                     window: tuple[float, float] | None = None) -> torch.Tensor:
-    """Frames of one window → ``[C, T, S, S]`` float tensor (see module docstring)."""
-    frames, timestamps = _check_common("video", frames, timestamps)
+def video_frame_indices(timestamps: np.ndarray, spec: VideoSpec,
+                        window: tuple[float, float] | None = None) -> np.ndarray:
+    """Indices into ``timestamps`` of the ``spec.frames`` frames a window samples (the frame
+    nearest each of ``spec.frames`` evenly spaced instants); raises :class:`PreprocessError`
+    when the frames inside the window cover too little of it.
+
+    The live engine calls it on a buffered window's timestamps to copy only these frames.
+    """
+    timestamps = np.asarray(timestamps, dtype=np.float64)
+    if timestamps.ndim != 1 or len(timestamps) == 0:
+        raise PreprocessError("video: no samples")
+    if not np.all(np.isfinite(timestamps)):
+        raise PreprocessError("video: timestamps contain NaN or inf")
     window = window or default_window(timestamps, spec.window_s)
     rate = _estimate_rate(timestamps) or spec.frames / spec.window_s
     lo, hi = _coverage("video", timestamps, window, rate, spec.min_coverage)
@@ -249,10 +258,31 @@ def preprocess_video(frames: np.ndarray, timestamps: np.ndarray, spec: VideoSpec
         idx = np.where(left_closer, idx - 1, idx)
     else:
         idx = np.zeros_like(idx)
-    sampled = frames[lo:hi][idx]
-    x = _frames_to_float(sampled, spec)
+    return lo + idx
+
+
+def preprocess_video(frames: np.ndarray, timestamps: np.ndarray, spec: VideoSpec,
+                     window: tuple[float, float] | None = None) -> torch.Tensor:
+    """Frames of one window → ``[C, T, S, S]`` float tensor (see module docstring)."""
+    frames, timestamps = _check_common("video", frames, timestamps)
+    return preprocess_video_frames(frames[video_frame_indices(timestamps, spec, window)], spec)
+
+
+def preprocess_video_frames(sampled: np.ndarray, spec: VideoSpec) -> torch.Tensor:
+    """The ``spec.frames`` frames a window sampled (:func:`video_frame_indices`) → ``[C, T, S, S]``.
+
+    Crops on the uint8 frames before converting to float, so only the crop is ever float.
+    """
+    if sampled.ndim == 3:
+        sampled = sampled[..., None]
+    if sampled.ndim != 4 or sampled.shape[-1] not in (1, 3):
+        raise PreprocessError(
+            f"video: expected frames [N,H,W,1] or [N,H,W,3], got shape {tuple(sampled.shape)}"
+        )
     if spec.crop == "foreground":
-        x = _foreground_square(x, sampled)
+        top, left, side = _foreground_square(sampled)
+        sampled = sampled[:, top:top + side, left:left + side]
+    x = _frames_to_float(sampled, spec)
     h, w = x.shape[-2:]
     scale = spec.size / min(h, w)
     new_h, new_w = max(spec.size, round(h * scale)), max(spec.size, round(w * scale))
@@ -266,19 +296,20 @@ def preprocess_video(frames: np.ndarray, timestamps: np.ndarray, spec: VideoSpec
     return x.permute(1, 0, 2, 3).contiguous()
 
 
-def _foreground_square(x: torch.Tensor, sampled: np.ndarray) -> torch.Tensor:
-    """Crop ``x [T,C,H,W]`` to the square around the window's non-zero pixels (see VideoSpec)."""
-    mask = (sampled.reshape(sampled.shape[0], sampled.shape[1], sampled.shape[2], -1) > 0).any(axis=(0, 3))
+def _foreground_square(sampled: np.ndarray) -> tuple[int, int, int]:
+    """``(top, left, side)`` of the square around the non-zero pixels of ``sampled [T,H,W,C]``
+    (see VideoSpec); the whole frame when nothing or everything is foreground."""
+    mask = (sampled > 0).any(axis=(0, 3))
     h, w = mask.shape
     rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     if len(rows) == 0 or (len(rows) > 0.95 * h and len(cols) > 0.95 * w):
-        return x
+        return 0, 0, max(h, w)  # slicing past the edge keeps the whole frame
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     side = min(int(round(max(y1 - y0, x1 - x0) * 1.1)), h, w)
     cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
     top = int(min(max(round(cy - side / 2.0), 0), h - side))
     left = int(min(max(round(cx - side / 2.0), 0), w - side))
-    return x[..., top:top + side, left:left + side]
+    return top, left, side
 
 
 # ---------------------------------------------------------------------------------------- audio

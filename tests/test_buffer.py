@@ -49,6 +49,13 @@ def test_wraparound_matches_reference_concatenation() -> None:
         data_w, ts_w = buf.window(a, b)
         np.testing.assert_array_equal(ts_w, ref[(ref >= a) & (ref < b)])
         np.testing.assert_array_equal(data_w[:, 3], ts_w * 10 + 3)
+        # window_select: every timestamp, only the picked rows' data (across the wrap too)
+        picks = []
+        data_s, ts_s = buf.window_select(a, b, lambda t: picks.append(t.copy()) or np.arange(len(t))[::-3])
+        np.testing.assert_array_equal(ts_s, ts_w)
+        if len(ts_w):
+            np.testing.assert_array_equal(picks[0], ts_w)
+            np.testing.assert_array_equal(data_s, data_w[::-1][::3])
     assert buf.appended == len(ref_ts) and len(ref_ts) > 20 * buf.capacity
 
 
@@ -151,6 +158,18 @@ def test_offsets_are_applied_at_read() -> None:
     assert sync.latest_time() == 1.75 + 0.5
     with pytest.raises(KeyError, match="no stream 'x'"):
         sync.set_offset("x", 1.0)
+
+
+def test_window_select_sees_offset_time_and_rejects_bad_indices() -> None:
+    buf = StreamBuffer("imu", 10.0, 4, (6,), np.float64, offset=0.5)
+    buf.append(_imu(np.arange(8) * 0.25))
+    seen = []
+    data, ts = buf.window_select(1.0, 2.0, lambda t: seen.append(t.copy()) or np.array([3, 0, 0]))
+    np.testing.assert_array_equal(seen[0], [1.0, 1.25, 1.5, 1.75])  # offset-corrected, as window()
+    np.testing.assert_array_equal(ts, seen[0])
+    np.testing.assert_array_equal(data[:, 0], [12.5, 5.0, 5.0])  # raw times 1.25, 0.5, 0.5
+    with pytest.raises(IndexError, match="outside 0..3"):
+        buf.window_select(1.0, 2.0, lambda t: np.array([4]))
 
 
 def test_concurrent_writer_and_reader_for_two_seconds() -> None:

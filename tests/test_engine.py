@@ -18,6 +18,7 @@ from mmg_live.live.buffer import StreamBuffer, Synchronizer
 from mmg_live.live.engine import EmaSmoother, InferenceEngine, Prediction, SourceBuffers
 from mmg_live.live.publish import JsonlSink, ZmqPredictionPublisher
 from mmg_live.live.windowing import synchronizer_windows, window_tensors
+from mmg_live.modalities import modality_window, video_frame_indices
 from mmg_live.models.mmg import build_model
 from mmg_live.prototypes import PrototypeBank
 from synthetic_session import imu_signal, write_session
@@ -248,6 +249,23 @@ def test_worker_survives_exceptions_and_counts_them(tmp_path):
     assert engine.stats()["state"] == "stopped"
 
 
+def test_worker_trims_the_heap_on_its_cadence(tmp_path, monkeypatch):
+    from mmg_live.live import engine as engine_module
+
+    model = make_model(tmp_path, trained=("imu",))
+    trims: list[float] = []
+    monkeypatch.setattr(engine_module, "release_free_memory", lambda: trims.append(host_now()) or True)
+    sync = synthetic_sync()
+    for every, expected in ((0.3, range(2, 6)), (0.0, range(0, 1))):
+        trims.clear()
+        engine = InferenceEngine(model, sync, {"imu": "imu"}, stride_s=0.05, device="cpu", trim_memory_s=every)
+        engine.start()
+        time.sleep(1.05)
+        engine.stop()
+        assert len(trims) in expected and engine.stats()["memory_trims"] == len(trims), (every, trims)
+        assert all(b - a >= 0.29 for a, b in zip(trims, trims[1:]))
+
+
 def test_fetch_matches_the_shared_live_window_path(tmp_path):
     model = make_model(tmp_path, trained=("imu", "video"))
     sync = synthetic_sync()
@@ -257,9 +275,14 @@ def test_fetch_matches_the_shared_live_window_path(tmp_path):
     status = {m: {"reason": None} for m in streams}
     raw, rates = engine._fetch(t_end, list(streams), status)
     expected = synchronizer_windows(sync, model.config.specs, t_end, streams)
-    for m in streams:
-        np.testing.assert_array_equal(raw[m][0], expected[m][0])
-        np.testing.assert_array_equal(raw[m][1], expected[m][1])
+    np.testing.assert_array_equal(raw["imu"][0], expected["imu"][0])
+    np.testing.assert_array_equal(raw["imu"][1], expected["imu"][1])
+    # video: only the frames preprocessing samples are copied out of the ring (16 of ~100)
+    idx = video_frame_indices(expected["video"][1], model.config.specs.video,
+                              modality_window(model.config.specs, "video", t_end))
+    assert len(raw["video"][0]) == model.config.specs.video.frames < len(expected["video"][0])
+    np.testing.assert_array_equal(raw["video"][0], expected["video"][0][idx])
+    np.testing.assert_array_equal(raw["video"][1], expected["video"][1][idx])
     ours, _ = window_tensors(raw, model.config.specs, t_end, rates)
     theirs, _ = window_tensors(expected, model.config.specs, t_end)
     for m in streams:

@@ -8,7 +8,7 @@ import torch
 
 from mmg_live.modalities import (
     AudioSpec, ImuSpec, ModalitySpecs, PreprocessError, VideoSpec, preprocess, preprocess_audio,
-    preprocess_imu, preprocess_video, spec_from_dict, spec_to_dict,
+    preprocess_imu, preprocess_video, spec_from_dict, spec_to_dict, video_frame_indices,
 )
 
 
@@ -170,3 +170,26 @@ def test_foreground_crop_centres_the_subject():
     # Nothing but background: falls back to the centre crop instead of failing.
     empty = preprocess_video(np.zeros((2, 120, 160, 1), np.uint8), np.array([0.5, 1.0]), spec, window=(0.0, 1.0))
     assert float(empty.abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("crop", ["center", "foreground"])
+def test_sampled_frames_preprocess_to_the_same_tensor(crop):
+    """The live engine copies only video_frame_indices' frames out of its ring buffer: those
+    frames with their timestamps must give the same tensor as the whole window, and sample
+    to themselves (regular, jittered, gappy and low-rate cameras)."""
+    rng = np.random.default_rng(1)
+    spec = VideoSpec(frames=16, size=32, window_s=3.0, crop=crop)
+    for n, jitter, gap in ((100, 0.0, False), (90, 0.01, False), (120, 0.004, True), (20, 0.0, False)):
+        ts = np.sort(np.arange(n) * (3.4 / n) + rng.uniform(0, jitter, n))
+        if gap:
+            ts = np.concatenate([ts[:30], ts[70:]])
+        frames = rng.integers(0, 255, (len(ts), 60, 80, 1), dtype=np.uint8)
+        frames[:, :, :10] = 0
+        window = (float(ts[-1]) - 3.0, float(ts[-1]))
+        idx = video_frame_indices(ts, spec, window)
+        assert len(idx) == 16 and np.all(np.diff(idx) >= 0)
+        again = video_frame_indices(ts[idx], spec, window)  # a repeated frame may map to its twin
+        np.testing.assert_array_equal(ts[idx][again], ts[idx])
+        np.testing.assert_array_equal(frames[idx][again], frames[idx])
+        whole = preprocess_video(frames, ts, spec, window)
+        torch.testing.assert_close(preprocess_video(frames[idx], ts[idx], spec, window), whole, rtol=0, atol=0)

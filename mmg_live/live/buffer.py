@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -156,6 +156,20 @@ class StreamBuffer:
 
     def window(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the samples with ``t0 <= t < t1`` (offset-corrected time): ``(data, timestamps)``."""
+        return self._read(t0, t1, None)
+
+    def window_select(self, t0: float, t1: float,
+                      select: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`window`, but copies the data of only the samples ``select(timestamps)``
+        picks (indices into the window's offset-corrected timestamps, called under the lock).
+
+        Returns ``(data of the picked samples, every timestamp of the window)``: a video window
+        of ~100 frames is read as the 16 its preprocessing samples, not copied whole.
+        """
+        return self._read(t0, t1, select)
+
+    def _read(self, t0: float, t1: float,
+              select: Callable[[np.ndarray], np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
         lo_t = t0 - self.offset
         hi_t = t1 - self.offset
         with self._lock:
@@ -182,14 +196,21 @@ class StreamBuffer:
             idx_a = (start + a) % cap
             n = b - a
             if idx_a + n <= cap:
-                data = self._data[idx_a : idx_a + n].copy()
                 ts = self._ts[idx_a : idx_a + n].copy()
             else:
-                k = cap - idx_a
-                data = np.concatenate((self._data[idx_a:], self._data[: n - k]))
-                ts = np.concatenate((self._ts[idx_a:], self._ts[: n - k]))
-        if self.offset:
-            ts += self.offset
+                ts = np.concatenate((self._ts[idx_a:], self._ts[: n - (cap - idx_a)]))
+            if self.offset:
+                ts += self.offset
+            if select is None:
+                if idx_a + n <= cap:
+                    data = self._data[idx_a : idx_a + n].copy()
+                else:
+                    data = np.concatenate((self._data[idx_a:], self._data[: n - (cap - idx_a)]))
+            else:
+                picked = np.asarray(select(ts), dtype=np.int64)
+                if picked.size and (picked.min() < 0 or picked.max() >= n):
+                    raise IndexError(f"StreamBuffer({self.name}).window_select: indices outside 0..{n - 1}")
+                data = self._data[(idx_a + picked) % cap]  # fancy indexing copies
         return data, ts
 
     def latest(self, seconds: float) -> tuple[np.ndarray, np.ndarray]:
