@@ -174,3 +174,30 @@ def test_lite_has_20x_fewer_flops_than_paper(lite_model, paper_model):
             return sum(fvcore_gflops(model.encoders[m], (torch.randn(1, *specs[m].output_shape()),))
                        for m in model.modalities)
     assert total(paper_model) / total(lite_model) >= 20
+
+
+def test_ast_cnn_stem_tokens_and_errors():
+    from mmg_live.models.audio import ASTEncoder
+
+    torch.manual_seed(0)
+    enc = ASTEncoder(100, 128, dim=64, depth=1, heads=2, stem="cnn", cnn_stages=4, pool="mean").eval()
+    fbank = torch.randn(3, 100, 128)
+    tokens, pooled = enc(fbank)
+    assert tokens.shape == (3, (128 >> 4) * (100 >> 4), 64) and pooled.shape == (3, 64)
+    torch.testing.assert_close(pooled, tokens.mean(dim=1))
+    # each token sees a local patch: changing the last 20 frames leaves the first time columns alone
+    changed = fbank.clone()
+    changed[:, 80:] += 5.0
+    stem_a, stem_b = enc.patch_embed(fbank.transpose(1, 2).unsqueeze(1)), enc.patch_embed(changed.transpose(1, 2).unsqueeze(1))
+    torch.testing.assert_close(stem_a[..., :3], stem_b[..., :3])
+    assert not torch.allclose(stem_a[..., -1], stem_b[..., -1])
+    with pytest.raises(ValueError, match="too small for 8 CNN stages"):
+        ASTEncoder(100, 128, stem="cnn", cnn_stages=8)
+    with pytest.raises(ValueError, match="stem must be"):
+        ASTEncoder(100, 128, stem="conv")
+
+
+def test_lite_audio_is_the_cnn_stem_ast(lite_model):
+    audio = lite_model.encoders["audio"]
+    assert isinstance(audio.patch_embed, torch.nn.Sequential)
+    assert count_params(audio) < 1.5e6

@@ -135,7 +135,7 @@ def paper() -> MMGConfig:
 
 @register_config
 def lite() -> MMGConfig:
-    """Real time on 2 CPU cores: small 3-D CNN on 16×64² gray clips, small AST, IMU CNN-stem transformer."""
+    """Real time on 2 CPU cores: small 3-D CNN on 16×64² gray clips, CNN-stem AST, IMU CNN-stem transformer."""
     specs = ModalitySpecs(
         video=VideoSpec(frames=16, size=64, color="gray", window_s=3.0, crop="foreground"),
         audio=AudioSpec(window_s=1.0),
@@ -145,8 +145,8 @@ def lite() -> MMGConfig:
         name="lite", specs=specs,
         encoders={
             "video": {"kind": "small_3dcnn", "widths": [24, 48, 96, 160], "dropout": 0.2, "motion": True},
-            "audio": {"kind": "ast", "patch": 16, "stride": [16, 10], "dim": 192, "depth": 4, "heads": 3,
-                      "dropout": 0.1},
+            "audio": {"kind": "ast", "stem": "cnn", "cnn_stages": 4, "dim": 192, "depth": 2, "heads": 3,
+                      "pool": "mean", "dropout": 0.1},
             "imu": {"kind": "imu_transformer", "stem": "cnn", "cnn_stages": 3, "dim": 128, "depth": 2, "heads": 4,
                     "pool": "mean", "dropout": 0.1},
         },
