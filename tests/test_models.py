@@ -201,3 +201,25 @@ def test_lite_audio_is_the_cnn_stem_ast(lite_model):
     audio = lite_model.encoders["audio"]
     assert isinstance(audio.patch_embed, torch.nn.Sequential)
     assert count_params(audio) < 1.5e6
+
+
+def test_each_part_is_initialised_from_its_own_seed():
+    """torch.manual_seed fixes the model; changing one encoder leaves every other part's init alone."""
+    import copy
+
+    def state(cfg):
+        torch.manual_seed(0)
+        return build_model(cfg, ["a", "b"]).state_dict()
+
+    lite = get_config("lite")
+    other = copy.deepcopy(lite)
+    other.encoders["audio"] = {"kind": "ast", "dim": 96, "depth": 1, "heads": 2}  # a different audio encoder
+    a, b, again = state(lite), state(other), state(lite)
+    assert all(torch.equal(a[k], again[k]) for k in a)  # same seed, same model
+    audio_dependent = ("encoders.audio", "projections.audio", "unimodal_heads.audio", "fusion")
+    kept = [k for k in a if not k.startswith(audio_dependent)]
+    assert kept and all(torch.equal(a[k], b[k]) for k in kept)
+    assert any(k.startswith("encoders.imu") for k in kept) and any(k.startswith("classifier") for k in kept)
+    torch.manual_seed(1)
+    c = build_model(lite, ["a", "b"]).state_dict()
+    assert not torch.equal(a["classifier.weight"], c["classifier.weight"])  # another seed, another model

@@ -82,17 +82,15 @@ def test_enrolled_from_video_imu_recognised_from_imu_alone(bank):
         i, j = scores.names.index(kind), scores.names.index(other)
         assert scores.subsets == ["imu", "imu"]
         assert scores.distances[i] < 0.1 < scores.distances[j]
-        assert scores.probs[i] > 0.97 and scores.gate > 0.9
+        assert scores.probs[i] > 0.99 and scores.gate > 0.9
         label, top = bank.rank(None, [], scores)
         assert label == kind and top[0]["kind"] == "custom"
         both = bank.classify({"imu": imu_window(kind, gen), "video": video_window(kind, gen)})
-        # untrained encoders: the fused embedding also carries the random video branch, so the
-        # margin is smaller than from the IMU alone (0.86 with this seed), but the action is right
-        assert both.subsets == ["video+imu", "video+imu"] and both.probs[i] > 0.75
+        assert both.subsets == ["video+imu", "video+imu"] and both.probs[i] > 0.9
         # the same query restricted to the IMU out of an encoded video+imu batch
         only_imu = bank.classify(bank._encode({"imu": imu_window(kind, gen), "video": video_window(kind, gen)}),
                                  ["imu"])
-        assert only_imu.subsets == ["imu", "imu"] and only_imu.probs[i] > 0.97
+        assert only_imu.subsets == ["imu", "imu"] and only_imu.probs[i] > 0.99
 
 
 def test_untrained_modality_is_never_used(model):
@@ -141,12 +139,8 @@ def test_gate_rejects_a_query_far_from_every_prototype(model):
     gen = torch.Generator().manual_seed(6)
     bank = PrototypeBank(model, radius=0.5, temperature=0.05)
     bank.add_example("wave", {"imu": imu_window("wave", gen)})
-    near_query, far_query = {"imu": imu_window("wave", gen)}, {"imu": imu_window("stir", gen)}
-    d_near, d_far = bank.classify(near_query).distances[0], bank.classify(far_query).distances[0]
-    assert d_far > 20 * d_near  # even untrained, the IMU encoder tells the two motions apart
-    # radius halfway between (the bank's knobs are plain attributes, saved with it)
-    bank.radius, bank.temperature = (d_near + d_far) / 2, (d_far - d_near) / 20
-    near, far = bank.classify(near_query), bank.classify(far_query)
+    near = bank.classify({"imu": imu_window("wave", gen)})
+    far = bank.classify({"imu": imu_window("stir", gen)})
     assert near.gate > 0.99 and far.gate < 0.01
     assert bank.rank(None, [], near)[0] == "wave" and bank.rank(None, [], far)[0] == "unknown"
 

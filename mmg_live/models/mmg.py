@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import zlib
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -61,6 +63,14 @@ class TrainedParts:
                    bool(values.get("classifier", False)), list(values.get("classifier_modalities", [])))
 
 
+@contextlib.contextmanager
+def _part_seed(base_seed: int, part: str) -> Iterator[None]:
+    """Seed the CPU generator from ``(base_seed, part)`` inside, restore it afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed((base_seed * 1_000_003 + zlib.crc32(part.encode())) % (2**63 - 1))
+        yield
+
+
 class MMGModel(nn.Module):
     """Encoders for the configured modalities, projection heads, fusion and classifiers."""
 
@@ -71,22 +81,35 @@ class MMGModel(nn.Module):
         self.config = config
         self.class_names = list(class_names)
         self.modalities = [m for m in MODALITY_NAMES if m in config.encoders]
-        self.encoders = nn.ModuleDict({
-            m: build_encoder(config.encoders[m]["kind"], config.specs[m],
-                             **{k: v for k, v in config.encoders[m].items() if k != "kind"})
-            for m in self.modalities
-        })
-        dims = {m: self.encoders[m].dim for m in self.modalities}
+        # One draw from the global generator, then every part is initialised from its own
+        # seed derived from its name: torch.manual_seed still fixes the whole model, but one
+        # part's size (say a different audio encoder) no longer shifts the others' init.
+        base_seed = int(torch.randint(0, 2**31 - 1, (1,)))
+
+        def seeded(part: str, make):  # build one part under its own seed
+            with _part_seed(base_seed, part):
+                return make()
+
+        encoders = {m: seeded(f"encoders.{m}", lambda m=m: build_encoder(
+            config.encoders[m]["kind"], config.specs[m],
+            **{k: v for k, v in config.encoders[m].items() if k != "kind"})) for m in self.modalities}
+        dims = {m: encoders[m].dim for m in self.modalities}
         fusion_kwargs = {k: v for k, v in config.fusion.items() if k != "kind"}
         kind = config.fusion.get("kind", "attention")
         d = config.embed_dim
+        # Registration order is unchanged (optimizer states in older checkpoints follow it).
+        self.encoders = nn.ModuleDict(encoders)
         # "mean" fusion averages the shared-space embeddings (no parameters): what a
         # classifier learns on one modality then applies to any aligned one (zero-shot).
-        self.fusion = None if kind == "mean" else build_fusion(kind, dims, **fusion_kwargs)
-        self.projections = nn.ModuleDict({m: nn.Linear(dims[m], d) for m in self.modalities})
-        self.fused_projection = nn.Identity() if self.fusion is None else nn.Linear(self.fusion.dim, d)
-        self.classifier = nn.Linear(d, len(self.class_names))
-        self.unimodal_heads = nn.ModuleDict({m: nn.Linear(d, len(self.class_names)) for m in self.modalities})
+        self.fusion = None if kind == "mean" else seeded("fusion", lambda: build_fusion(kind, dims, **fusion_kwargs))
+        self.projections = nn.ModuleDict(
+            {m: seeded(f"projections.{m}", lambda m=m: nn.Linear(dims[m], d)) for m in self.modalities})
+        self.fused_projection = (nn.Identity() if self.fusion is None
+                                 else seeded("fused_projection", lambda: nn.Linear(self.fusion.dim, d)))
+        self.classifier = seeded("classifier", lambda: nn.Linear(d, len(self.class_names)))
+        self.unimodal_heads = nn.ModuleDict(
+            {m: seeded(f"unimodal_heads.{m}", lambda m=m: nn.Linear(d, len(self.class_names)))
+             for m in self.modalities})
         self.trained = TrainedParts()
 
     @property
