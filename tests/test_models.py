@@ -223,3 +223,26 @@ def test_each_part_is_initialised_from_its_own_seed():
     torch.manual_seed(1)
     c = build_model(lite, ["a", "b"]).state_dict()
     assert not torch.equal(a["classifier.weight"], c["classifier.weight"])  # another seed, another model
+
+
+def test_mean_fusion_averages_unit_embeddings():
+    """The zero-shot fusion: a classifier on it reads directions, so one modality's scale cannot tip it."""
+    cfg = get_config("lite")
+    cfg.fusion = {"kind": "mean"}
+    torch.manual_seed(0)
+    model = build_model(cfg, ["a", "b", "c"]).eval()
+    inputs = {"imu": torch.randn(3, 6, 150), "video": torch.randn(3, 1, 16, 64, 64)}
+    with torch.no_grad():
+        enc = model.encode_batch(inputs, {"imu": torch.tensor([True, True, False]),
+                                          "video": torch.tensor([True, False, True])})
+        fused = model.fuse(enc)
+        unit = {m: torch.nn.functional.normalize(e, dim=-1) for m, e in enc.embeddings.items()}
+        torch.testing.assert_close(fused[0], (unit["imu"][0] + unit["video"][0]) / 2)
+        torch.testing.assert_close(fused[1], unit["imu"][1])
+        torch.testing.assert_close(fused[2], unit["video"][2])
+        assert torch.allclose(fused[1].norm(), torch.tensor(1.0))
+        before = model.fuse(model.encode_batch(inputs))
+        model.projections["video"].weight.mul_(7.0)
+        model.projections["video"].bias.mul_(7.0)
+        after = model.fuse(model.encode_batch(inputs))
+    torch.testing.assert_close(after, before)  # 7x longer video embeddings, same fused vector

@@ -9,6 +9,7 @@ from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from mmg_live.modalities import MODALITY_NAMES
 from mmg_live.models.fusion import build_fusion
@@ -99,8 +100,8 @@ class MMGModel(nn.Module):
         d = config.embed_dim
         # Registration order is unchanged (optimizer states in older checkpoints follow it).
         self.encoders = nn.ModuleDict(encoders)
-        # "mean" fusion averages the shared-space embeddings (no parameters): what a
-        # classifier learns on one modality then applies to any aligned one (zero-shot).
+        # "mean" fusion averages the unit-length shared-space embeddings (no parameters): what
+        # a classifier learns on one modality then applies to any aligned one (zero-shot).
         self.fusion = None if kind == "mean" else seeded("fusion", lambda: build_fusion(kind, dims, **fusion_kwargs))
         self.projections = nn.ModuleDict(
             {m: seeded(f"projections.{m}", lambda m=m: nn.Linear(dims[m], d)) for m in self.modalities})
@@ -174,8 +175,10 @@ class MMGModel(nn.Module):
         if not chosen:
             raise ValueError(f"fuse: none of {list(modalities or [])} was encoded")
         present = {m: enc.present[m] for m in chosen}
-        if self.fusion is None:  # "mean": average of the present shared-space embeddings
-            stacked = torch.stack([enc.embeddings[m] for m in chosen])
+        if self.fusion is None:  # "mean": average of the present shared-space embeddings, each
+            # on the unit sphere first: alignment matches directions, not lengths, so a classifier
+            # fitted on one modality's unit vectors reads another modality's alike (zero-shot)
+            stacked = torch.stack([F.normalize(enc.embeddings[m], dim=-1) for m in chosen])
             counts = torch.stack([present[m] for m in chosen]).sum(0).clamp(min=1).unsqueeze(1)
             return stacked.sum(0) / counts.to(stacked.dtype)
         any_present = torch.stack(list(present.values())).any(0)

@@ -137,7 +137,7 @@ def paper() -> MMGConfig:
 def lite() -> MMGConfig:
     """Real time on 2 CPU cores: small 3-D CNN on 16×64² gray clips, CNN-stem AST, IMU CNN-stem transformer."""
     specs = ModalitySpecs(
-        video=VideoSpec(frames=16, size=64, color="gray", window_s=3.0, crop="foreground"),
+        video=VideoSpec(frames=16, size=64, color="gray", window_s=2.0, crop="foreground"),
         audio=AudioSpec(window_s=1.0),
         imu=ImuSpec(rate=50.0, window_s=3.0),
     )
