@@ -12,7 +12,8 @@ train() { local recipe=$1 out=$2; shift 2; echo "== $recipe -> $out"; /usr/bin/t
 
 # 1. base-class specialists (the 6 novel classes stay unseen: they are the demo's custom actions)
 train unimodal_imu   "$RUNS/default/imu"   --dataset utd-mhad --data "$UTD" --set 'classes="base"'
-train unimodal_video "$RUNS/default/video" --dataset utd-mhad --data "$UTD" --set 'classes="base"'
+train unimodal_video "$RUNS/default/video" --dataset utd-mhad --data "$UTD" --set 'classes="base"' \
+  --set "init.0.checkpoint=$RUNS/default/imu/model.safetensors"  # IMU-distilled: needs the IMU run
 # 2. video+IMU: supervised with modality dropout, then cross-modal meta-training
 train default_utd "$RUNS/default/utd" --dataset utd-mhad --data "$UTD" \
   --set "init.0.checkpoint=$RUNS/default/video/model.safetensors" --set "init.1.checkpoint=$RUNS/default/imu/model.safetensors"
