@@ -69,3 +69,16 @@ def test_missing_checkpoint_is_one_line_error(tmp_path):
                              "--dataset", "utd-mhad", "--data", str(tmp_path)], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "not found" in result.stderr
+
+
+def test_one_modality_is_evaluated_on_the_same_window_as_in_the_table(utd_mhad_dir):
+    """The evaluated window ends at the clip's last sample over ALL its streams, whichever
+    modality is asked for: `accuracy --modalities video` and the table's video column agree."""
+    from trainer.evaluate import load_eval_set
+
+    torch.manual_seed(0)
+    model = build_model("lite", list(ACTIONS))
+    alone = load_eval_set(model, "utd-mhad", utd_mhad_dir, ["2"], ["video"])
+    both = load_eval_set(model, "utd-mhad", utd_mhad_dir, ["2"], ["video", "imu"])
+    assert set(alone.tensors) == {"video"} and alone.clip_ids == both.clip_ids
+    torch.testing.assert_close(alone.tensors["video"], both.tensors["video"], rtol=0, atol=0)

@@ -14,7 +14,7 @@ import torch
 from mmg_live.models.mmg import MMGModel
 from trainer.data.cache import Cache
 from trainer.data.episodes import EpisodeSampler
-from trainer.datasets import default_groups, load_clips
+from trainer.datasets import dataset_modalities, default_groups, load_clips
 from trainer.stages import embed
 from trainer.windows import WindowSet, build_window_set
 
@@ -95,8 +95,13 @@ def load_eval_set(model: MMGModel, dataset: str, data: Path, groups: Sequence[st
     """
     if groups is None:
         groups = default_groups(dataset, "test")
-    loaded = load_clips(dataset, data, None if groups is None else [str(g) for g in groups], modalities,
-                        cache, class_names=class_names)
+    # Load every stream the data set and the model share, whichever subset is evaluated: a
+    # clip's end (where its evaluated window ends) is its latest sample over the loaded streams,
+    # so `accuracy --modalities video` and the table's video column must see the same windows.
+    # Only the requested modalities are preprocessed.
+    shared = [m for m in dataset_modalities(dataset) if m in model.modalities]
+    loaded = load_clips(dataset, data, None if groups is None else [str(g) for g in groups],
+                        list(dict.fromkeys([*modalities, *shared])), cache, class_names=class_names)
     clips = loaded.clips
     if classes is not None:
         keep = set(classes)
