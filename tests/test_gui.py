@@ -140,7 +140,9 @@ def test_record_custom_action_redo_rename_delete_save_reload(qtbot, assets, tmp_
 
     window = open_window(qtbot, assets, tmp_path)
     session = window.session
-    wait_prediction(qtbot, window, 0)  # buffers cover the model's window
+    # buffers cover every window (video's 2 s is live before the IMU's 3 s)
+    qtbot.waitUntil(lambda: window.last_prediction is not None
+                    and window.last_prediction.modalities == ["video", "imu"], timeout=15000)
 
     # a base-class name and an empty name are refused with a message, nothing recorded
     clash = RecordActionDialog(session, window, countdown_s=0, length_s=0.3, examples=2)
