@@ -84,8 +84,10 @@ def test_main_window_predictions_preview_health_switches_and_stale(qtbot, assets
     assert fps >= 25, fps
     assert painted >= 25, painted
 
-    # bars show exactly the engine's prediction of the same sequence number
-    pred = wait_prediction(qtbot, window, 0)
+    # bars show exactly the engine's prediction of the same sequence number (once both modalities
+    # are live: video's 2 s window fills before the IMU's 3 s one)
+    qtbot.waitUntil(lambda: window.last_prediction is not None
+                    and window.last_prediction.modalities == ["video", "imu"], timeout=15000)
     qtbot.wait(50)
     seq = window.bars.seq
     engine_pred = got.by_seq(seq)
