@@ -16,7 +16,7 @@ train unimodal_video    "$RUNS/utd/video"    --dataset utd-mhad --data "$UTD" \
 if [ "${ABLATE_DISTILLATION:-0}" = 1 ]; then
   train unimodal_video  "$RUNS/utd/video-plain" --dataset utd-mhad --data "$UTD" \
     --set 'init=[]' --set 'modalities=["video"]' --set 'stages.0.modalities=["video"]' --set 'stages.0.label_modalities=null' \
-    --set stages.0.align_weight=0 --set 'stages.0.freeze=[]' --set 'table.label="ablation: video specialist without IMU distillation"'
+    --set stages.0.align_weight=0 --set stages.0.distill_weight=0 --set 'stages.0.freeze=[]' --set 'table.label="ablation: video specialist without IMU distillation"'
 fi
 train manyshot_regular  "$RUNS/utd/regular"  --dataset utd-mhad --data "$UTD" \
   --set "init.0.checkpoint=$RUNS/utd/video/model.safetensors" --set "init.1.checkpoint=$RUNS/utd/imu/model.safetensors"
@@ -42,7 +42,7 @@ plain=()
   --checkpoint "$RUNS/utd/regular/model.safetensors" --checkpoint "$RUNS/utd/missing/model.safetensors" \
   --checkpoint "$RUNS/utd/mlp/model.safetensors" --checkpoint "$RUNS/utd/noalign/model.safetensors" \
   --checkpoint "$RUNS/utd/zeroshot/model.safetensors" \
-  --checkpoint "$RUNS/utd/fewshot/model.safetensors" --checkpoint "$RUNS/utd/fewshot/stage-base-supervised.safetensors"
+  --checkpoint "$RUNS/utd/fewshot/model.safetensors" --checkpoint "$RUNS/utd/fewshot/stage-base-video.safetensors"
 "$BIN/mmg-eval" table --dataset fsdd --data "$FSDD" --out docs/results/fsdd --checkpoint "$RUNS/fsdd/audio/model.safetensors"
 
 echo "== late-fusion scoring (fused classifier x unimodal heads, no retraining)"

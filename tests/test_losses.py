@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.losses import alignment_loss, cross_entropy, prototypical_loss
+from trainer.losses import alignment_loss, cross_entropy, distillation_loss, prototypical_loss
 
 
 def _np_nce(a: np.ndarray, b: np.ndarray, tau: float) -> float:
@@ -27,6 +27,26 @@ def test_cross_entropy_hand_value() -> None:
     labels = torch.tensor([0, 2])
     expected = 0.5 * (-(2 - math.log(math.exp(2) + 2)) + math.log(3))
     assert cross_entropy(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_distillation_hand_value() -> None:
+    student = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    teacher = torch.tensor([[0.0, 2.0, 0.0], [4.0, 0.0, 0.0]], requires_grad=True)
+    t = 2.0
+
+    def softmax(row: list[float]) -> np.ndarray:
+        e = np.exp(np.asarray(row) / t)
+        return e / e.sum()
+
+    kl = [float(np.sum(p * np.log(p / q))) for p, q in
+          ((softmax([0, 2, 0]), softmax([1, 0, -1])), (softmax([4, 0, 0]), softmax([0, 0, 0])))]
+    got = distillation_loss(student, teacher, temperature=t)
+    assert got.item() == pytest.approx(t * t * np.mean(kl), rel=1e-6)
+    got.backward()
+    assert teacher.grad is None  # the teacher is a fixed target
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    # a student that already matches the teacher has nothing to learn
+    assert distillation_loss(teacher.detach(), teacher.detach()).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_alignment_two_samples_closed_form() -> None:

@@ -55,3 +55,52 @@ def test_a_trained_encoder_updates_its_batch_norm_statistics():
     _one_epoch(model, freeze=[])
     changed = [n for n, b in stats.items() if not torch.equal(b, model.encoders["imu"].get_buffer(n))]
     assert len(changed) == len(stats)
+
+
+def test_random_rotations_are_proper_and_bounded():
+    from trainer.stages import random_rotations
+
+    r = random_rotations(64, 30.0, torch.Generator().manual_seed(1))
+    eye = torch.eye(3).expand(64, 3, 3)
+    assert torch.allclose(r @ r.transpose(1, 2), eye, atol=1e-5)
+    assert torch.allclose(torch.linalg.det(r), torch.ones(64), atol=1e-5)
+    angle = torch.rad2deg(torch.acos(((r.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)))
+    assert angle.max() <= 30.0 + 1e-3 and angle.max() > 20.0  # bounded, and not all tiny
+
+
+def test_rotate_imu_turns_accel_and_gyro_in_physical_units():
+    from trainer.stages import random_rotations, rotate_imu
+
+    gen = torch.Generator().manual_seed(2)
+    mean = torch.tensor([-0.6, -0.3, -0.1, 5.0, -3.0, -0.5])
+    std = torch.tensor([0.7, 0.5, 0.6, 90.0, 110.0, 115.0])
+    phys = torch.randn(4, 6, 20, generator=gen) * std.view(1, 6, 1) + mean.view(1, 6, 1)
+    x = (phys - mean.view(1, 6, 1)) / std.view(1, 6, 1)
+    assert torch.allclose(rotate_imu(x, torch.eye(3).expand(4, 3, 3), mean, std), x, atol=1e-5)
+    r = random_rotations(4, 45.0, gen)
+    turned = rotate_imu(x, r, mean, std) * std.view(1, 6, 1) + mean.view(1, 6, 1)
+    for b in range(4):
+        for part in (slice(0, 3), slice(3, 6)):  # accel, gyro: each turned by the same rotation
+            assert torch.allclose(turned[b, part], r[b] @ phys[b, part], atol=1e-3)
+            assert torch.allclose(turned[b, part].norm(dim=0), phys[b, part].norm(dim=0), rtol=1e-4)
+    assert not torch.allclose(turned, phys, atol=1e-2)
+
+
+def test_imu_rotation_stage_option_changes_only_what_it_turns_on():
+    from trainer.stages import _augment
+
+    x = torch.randn(8, 6, 150, generator=torch.Generator().manual_seed(3))
+    stats = (torch.zeros(6), torch.ones(6))
+    plain = StageConfig(name="p", imu_noise=0.0)
+    turned = StageConfig(name="r", imu_noise=0.0, imu_rotation=20.0)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(_augment({"imu": x}, plain, gen, stats)["imu"], x)  # off: no change, no draws
+    out = _augment({"imu": x}, turned, gen, stats)["imu"]
+    assert not torch.allclose(out, x)
+    assert torch.allclose(out[:, :3].norm(dim=1), x[:, :3].norm(dim=1), atol=1e-4)  # stats (0, 1): norms kept
+    try:
+        _augment({"imu": x}, turned, gen, None)
+    except ValueError as exc:
+        assert "imu_rotation" in str(exc)
+    else:
+        raise AssertionError("imu_rotation without statistics must fail")

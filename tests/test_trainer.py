@@ -132,23 +132,24 @@ def test_every_shipped_recipe_is_valid():
 
 
 def test_distilled_video_stage_keeps_the_frozen_imu_teacher(utd_mhad_dir, tmp_path):
-    """The video specialist's recipe shape: IMU from an earlier run, frozen, as the alignment target."""
+    """The video specialist's recipe shape: IMU from an earlier run, frozen, as alignment and soft-label target."""
     from safetensors.torch import load_file
 
     imu_final = train(_ctx(_imu_recipe(epochs=1), utd_mhad_dir, tmp_path / "imu"))
     recipe = {
         "name": "test-distill", "config": "lite", "modalities": ["video", "imu"], "classes": "all",
         "train_groups": ["1"], "test_groups": ["2"], "window_offsets": [0.0], "seed": 3, "cache": False,
-        "init": [{"checkpoint": str(imu_final), "parts": ["encoders.imu", "projections.imu"]}],
+        "init": [{"checkpoint": str(imu_final), "parts": ["encoders.imu", "projections.imu", "unimodal_heads.imu"]}],
         "stages": [{"name": "video", "type": "supervised", "modalities": ["video", "imu"],
                     "label_modalities": ["video"], "epochs": 1, "lr": 1e-3, "warmup_epochs": 0, "batch_size": 16,
-                    "align_weight": 1.0, "freeze": ["encoders.imu", "projections.imu"]}],
+                    "align_weight": 1.0, "distill_weight": 1.0, "distill_from": "imu",
+                    "freeze": ["encoders.imu", "projections.imu", "unimodal_heads.imu"]}],
     }
     final = train(_ctx(recipe, utd_mhad_dir, tmp_path / "video"))
     teacher, student = load_file(str(imu_final)), load_file(str(final))
-    imu_keys = [k for k in teacher if k.startswith(("encoders.imu.", "projections.imu."))]
+    imu_keys = [k for k in teacher if k.startswith(("encoders.imu.", "projections.imu.", "unimodal_heads.imu."))]
     assert imu_keys and all(torch.equal(teacher[k], student[k]) for k in imu_keys)  # bit for bit, BN stats too
     model, _ = load_checkpoint(final, device="cpu")
     assert sorted(model.trained.encoders) == ["imu", "video"] and model.trained.fusion == ["video"]
     history = json.loads((tmp_path / "video" / "state.json").read_text())["history"]
-    assert history[-1]["align"] > 0 and history[-1]["ce"] > 0
+    assert history[-1]["align"] > 0 and history[-1]["ce"] > 0 and history[-1]["distill"] > 0

@@ -1,4 +1,4 @@
-"""Training losses: cross-entropy, MMG cross-modal alignment (InfoNCE) and prototypical loss."""
+"""Training losses: cross-entropy, knowledge distillation, MMG cross-modal alignment (InfoNCE), prototypical loss."""
 
 from __future__ import annotations
 
@@ -12,6 +12,17 @@ from torch import Tensor
 def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0, ignore_index: int = -100) -> Tensor:
     """Mean cross-entropy of ``logits [B, C]`` against integer ``labels [B]``."""
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing, ignore_index=ignore_index)
+
+
+def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 2.0) -> Tensor:
+    """Hinton et al.'s soft-target loss: ``T² · KL(softmax(teacher/T) ‖ softmax(student/T))``.
+
+    Mean over the batch; the teacher gets no gradient. ``T²`` keeps the gradient scale of the
+    soft term comparable to a CE term as ``T`` changes.
+    """
+    t = temperature
+    target = F.log_softmax(teacher_logits.detach() / t, dim=-1)
+    return t * t * F.kl_div(F.log_softmax(student_logits / t, dim=-1), target, reduction="batchmean", log_target=True)
 
 
 def info_nce(a: Tensor, b: Tensor, temperature: float = 0.07) -> Tensor:

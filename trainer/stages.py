@@ -6,6 +6,8 @@ which modalities are fed and which losses are summed:
 * ``supervised``: CE on the fused logits of ``label_modalities`` + ``unimodal_weight`` × CE of each
   encoder's own head + ``align_weight`` × alignment loss, with per-sample modality dropout. With one
   modality this is the unimodal pre-training.
+  ``distill_weight`` × soft-target loss toward the frozen unimodal head of ``distill_from`` (a
+  modality seen in training only: privileged information for the labelled modality).
 * ``align``: the alignment loss only (no labels): unsupervised multimodal pre-training.
 * ``meta``: episodes of N-way K-shot; support embedded with one modality set, queries with
   another; cross-modal prototypical loss (+ optional CE).
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 
 from mmg_live.models.mmg import Encoded, MMGModel
 from trainer.data.episodes import EpisodeSampler
-from trainer.losses import alignment_loss, cross_entropy, prototypical_loss
+from trainer.losses import alignment_loss, cross_entropy, distillation_loss, prototypical_loss
 from trainer.windows import WindowSet
 
 STAGE_TYPES = ("supervised", "align", "meta")
@@ -48,8 +50,13 @@ class StageConfig:
     align_weight: float = 0.0
     temperature: float = 0.1
     freeze: list[str] = field(default_factory=list)
+    # soft targets from another modality's unimodal head (a teacher loaded via ``init``, frozen)
+    distill_weight: float = 0.0
+    distill_from: str = "imu"
+    distill_temperature: float = 2.0
     label_smoothing: float = 0.1
     imu_noise: float = 0.05
+    imu_rotation: float = 0.0  # degrees: accel and gyro turned together about a random axis (sensor placement)
     video_shift: int = 4
     # audio ([B, frames, mels] model inputs); defaults keep the old behaviour (noise only)
     audio_noise: float | None = None  # Gaussian noise std; None: 0.5 × imu_noise
@@ -130,8 +137,44 @@ def _modality_dropout(present: dict[str, torch.Tensor], p: float, gen: torch.Gen
     return {m: keep[i] for i, m in enumerate(mods)}
 
 
-def _augment(inputs: dict[str, torch.Tensor], stage: StageConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def random_rotations(n: int, max_degrees: float, gen: torch.Generator) -> torch.Tensor:
+    """``[n, 3, 3]`` rotations about uniformly random axes by angles uniform in ±``max_degrees``."""
+    axis = F.normalize(torch.randn(n, 3, generator=gen), dim=1)
+    angle = torch.deg2rad(max_degrees * (2 * torch.rand(n, generator=gen) - 1))
+    k = torch.zeros(n, 3, 3)
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+    k = k - k.transpose(1, 2)  # cross-product matrix of the axis
+    sin, cos = angle.sin()[:, None, None], angle.cos()[:, None, None]
+    return torch.eye(3).expand(n, 3, 3) + sin * k + (1 - cos) * (k @ k)  # Rodrigues
+
+
+def rotate_imu(x: torch.Tensor, rotations: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Turn normalised ``[B, 6, R]`` accel+gyro windows by ``rotations [B, 3, 3]`` in physical units.
+
+    The model sees ``(x - mean) / std`` per channel, so the window is un-normalised first (gravity
+    turns with the sensor) and normalised again after.
+    """
+    mean, std = mean.view(1, 6, 1), std.view(1, 6, 1)
+    phys = (x * std + mean).view(x.shape[0], 2, 3, x.shape[-1])  # [B, accel|gyro, xyz, R]
+    turned = torch.einsum("bij,bkjr->bkir", rotations, phys).reshape(x.shape)
+    return (turned - mean) / std
+
+
+def imu_statistics(model: MMGModel) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The IMU channels' normalisation ``(mean, std)`` the model's inputs were made with, if it has an IMU."""
+    spec = model.config.specs.imu if "imu" in model.modalities else None
+    if spec is None or len(spec.mean) != 6:
+        return None
+    return torch.tensor(spec.mean, dtype=torch.float32), torch.tensor(spec.std, dtype=torch.float32)
+
+
+def _augment(inputs: dict[str, torch.Tensor], stage: StageConfig, gen: torch.Generator,
+             imu_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     out = dict(inputs)
+    if "imu" in out and stage.imu_rotation > 0:
+        if imu_stats is None:
+            raise ValueError(f"stage {stage.name!r}: imu_rotation needs the IMU normalisation statistics")
+        out["imu"] = rotate_imu(out["imu"], random_rotations(len(out["imu"]), stage.imu_rotation, gen), *imu_stats)
     if "imu" in out and stage.imu_noise > 0:
         x = out["imu"]
         scale = 1.0 + 0.1 * (torch.rand(x.shape[0], 1, 1, generator=gen) - 0.5)
@@ -208,6 +251,14 @@ def supervised_loss(model: MMGModel, inputs: dict[str, torch.Tensor], present: d
                        for m in label_mods if bool(enc.present[m].any())]
                 if uni:
                     parts["unimodal"] = stage.unimodal_weight * torch.stack(uni).mean()
+            teacher = stage.distill_from
+            if stage.distill_weight > 0 and teacher in enc.present and teacher not in label_mods:
+                rows = enc.present[teacher] & has_label_mod
+                if bool(rows.any()):
+                    with torch.no_grad():
+                        soft = model.unimodal_heads[teacher](enc.embeddings[teacher][rows])
+                    parts["distill"] = stage.distill_weight * distillation_loss(
+                        logits[rows], soft, stage.distill_temperature)
     if stage.type == "align" or stage.align_weight > 0:
         weight = 1.0 if stage.type == "align" else stage.align_weight
         parts["align"] = weight * alignment_loss(enc.embeddings, enc.present, temperature=stage.temperature)
@@ -226,7 +277,7 @@ def meta_loss(model: MMGModel, data: WindowSet, support_idx: torch.Tensor, query
     index = torch.cat([support_idx, query_idx])
     window = torch.randint(0, data.n_windows, (len(index),), generator=gen)
     inputs, present = data.batch(index, window, mods)
-    inputs = _augment(inputs, stage, gen)
+    inputs = _augment(inputs, stage, gen, imu_statistics(model))
     device = next(model.parameters()).device
     inputs = {m: x.to(device) for m, x in inputs.items()}
     present = {m: p.to(device) for m, p in present.items()}
@@ -307,6 +358,7 @@ def run_epoch(model: MMGModel, stage: StageConfig, data: WindowSet, plan: EpochP
     freeze_batch_statistics(model)
     torch.manual_seed(seed)  # dropout draws from the global RNG: make a resumed epoch identical
     gen = torch.Generator().manual_seed(seed + 7919)
+    imu_stats = imu_statistics(model)
     sums: dict[str, float] = {}
     for batch in plan.batches:
         for group in optimizer.param_groups:
@@ -319,7 +371,7 @@ def run_epoch(model: MMGModel, stage: StageConfig, data: WindowSet, plan: EpochP
                 window = torch.randint(0, data.n_windows, (len(batch),), generator=gen)
                 inputs, present = data.batch(batch, window, stage.modalities)
                 present = _modality_dropout(present, stage.modality_dropout, gen)
-                inputs = _augment(inputs, stage, gen)
+                inputs = _augment(inputs, stage, gen, imu_stats)
                 inputs = {m: x.to(device) for m, x in inputs.items()}
                 present = {m: p.to(device) for m, p in present.items()}
                 loss, stats = supervised_loss(model, inputs, present, data.labels[batch].to(device), stage)
