@@ -79,6 +79,10 @@ class AudioSpec:
       padding (samples the input does not cover, e.g. before a clip shorter than the window)
       by the per-bin minimum of the covered frames, so padding looks like the recording's own
       background (as a live microphone's would) instead of digital silence.
+
+    ``high_freq_hz`` is the upper edge of the mel filterbank (0: the Nyquist frequency). A band
+    limit below the input's own (4000 for 8 kHz recordings such as FSDD) keeps bins that would
+    hold only resampling residue out of the features, for training and live input alike.
     """
 
     sample_rate: int = 16000
@@ -90,6 +94,7 @@ class AudioSpec:
     std: float = 4.57
     min_coverage: float = 0.1
     normalize: str = "global"
+    high_freq_hz: float = 0.0
 
     @property
     def num_frames(self) -> int:
@@ -126,7 +131,7 @@ _SPEC_TYPES: dict[str, type] = {"video": VideoSpec, "audio": AudioSpec, "imu": I
 
 #: Opt-in spec fields added after checkpoints existed: left out of the dict while at their default,
 #: so a spec that does not use them serialises (and hashes, for the window cache) as before.
-_OPTIONAL_FIELDS: dict[str, Any] = {"normalize": "global"}
+_OPTIONAL_FIELDS: dict[str, Any] = {"normalize": "global", "high_freq_hz": 0.0}
 
 
 def spec_to_dict(spec: Spec) -> dict[str, Any]:
@@ -160,6 +165,9 @@ def _validate_spec(modality: str, spec: Spec) -> None:
             raise ValueError(f"video spec: mean/std need {spec.channels} values for color={spec.color!r}")
     if isinstance(spec, AudioSpec) and spec.normalize not in AUDIO_NORMALIZE:
         raise ValueError(f"audio spec: normalize must be one of {AUDIO_NORMALIZE}, got {spec.normalize!r}")
+    if isinstance(spec, AudioSpec) and spec.high_freq_hz != 0.0 and not 20.0 < spec.high_freq_hz <= spec.sample_rate / 2:
+        raise ValueError(f"audio spec: high_freq_hz must be 0 (Nyquist) or in (20, {spec.sample_rate / 2:g}], "
+                         f"got {spec.high_freq_hz}")
     if isinstance(spec, ImuSpec) and (len(spec.mean) != 6 or len(spec.std) != 6):
         raise ValueError("imu spec: mean/std need 6 values (accel xyz, gyro xyz)")
     if spec.window_s <= 0:
@@ -370,7 +378,7 @@ def preprocess_audio(wave: np.ndarray, timestamps: np.ndarray, spec: AudioSpec,
     fbank = kaldi.fbank(
         x.unsqueeze(0), sample_frequency=spec.sample_rate, num_mel_bins=spec.n_mels,
         frame_shift=spec.frame_shift_ms, frame_length=spec.frame_length_ms,
-        htk_compat=True, window_type="hanning", use_energy=False, dither=0.0,
+        htk_compat=True, window_type="hanning", use_energy=False, dither=0.0, high_freq=spec.high_freq_hz,
     )
     target = spec.num_frames
     n_computed = fbank.shape[0]

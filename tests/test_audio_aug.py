@@ -74,6 +74,28 @@ def test_window_spec_round_trips():
     assert ModalitySpecs.from_dict(d).audio == specs.audio
 
 
+def test_band_limit_keeps_energy_above_it_out_of_every_bin():
+    """A 3 kHz tone stands out of a full-band filterbank and not out of one that ends at 2.5 kHz."""
+    t = np.arange(int(0.6 * RATE)) / RATE
+    tone = (0.5 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)
+    full = AudioSpec(mean=0.0, std=0.5)
+    band = AudioSpec(mean=0.0, std=0.5, high_freq_hz=2500.0)
+    top_full = _pre(tone, full)[-20:]  # the frames the tone covers, mean over time per bin
+    top_band = _pre(tone, band)[-20:]
+    # full band: the bins around 3 kHz stand far above the rest; band-limited: nothing stands out
+    assert float(top_full.max() - top_full.median()) > 5.0
+    assert float(top_band.max() - top_band.median()) < 0.5 * float(top_full.max() - top_full.median())
+    assert spec_to_dict(full) == spec_to_dict(AudioSpec(mean=0.0, std=0.5))  # opt-in: hashed as before
+    assert spec_to_dict(band)["high_freq_hz"] == 2500.0
+    assert spec_from_dict("audio", spec_to_dict(band)) == band
+
+
+@pytest.mark.parametrize("bad", [-100.0, 10.0, 9000.0])
+def test_band_limit_out_of_range_is_an_error(bad):
+    with pytest.raises(ValueError, match="high_freq_hz"):
+        spec_from_dict("audio", {"high_freq_hz": bad})
+
+
 def test_unknown_normalize_is_an_error():
     with pytest.raises(ValueError, match="normalize"):
         spec_from_dict("audio", {"normalize": "utterance"})
@@ -230,6 +252,25 @@ def test_mel_warp_stretches_the_frequency_axis():
         torch.testing.assert_close(out[b], want.expand(10, 128), rtol=0, atol=1e-3)
         factors.append(factor)
     assert max(factors) - min(factors) > 0.05
+
+
+def test_tempo_stretch_is_anchored_at_the_window_end():
+    """On a ramp (frame t holds t + 1) the output's slope is the tempo factor; the newest frame stays."""
+    ramp = (torch.arange(100, dtype=torch.float32) + 1.0).view(1, 100, 1).expand(16, 100, 3).clone()
+    out = augment_audio(ramp, _stage(audio_noise=0.0, audio_time_stretch=0.4), torch.Generator().manual_seed(4))
+    t = torch.arange(100, dtype=torch.float32)
+    rates = []
+    for b in range(16):
+        col = out[b, :, 0]
+        assert float(col[-1]) == pytest.approx(100.0)
+        rate = float(col[-1] - col[-2])
+        assert 1 / 1.4 - 1e-4 <= rate <= 1.4 + 1e-4
+        source = 99.0 - (99.0 - t) * rate
+        want = torch.where(source >= 0, source + 1.0, torch.tensor(1.0))  # before the start: the floor
+        torch.testing.assert_close(col, want, rtol=0, atol=1e-3)
+        assert torch.equal(out[b], col.unsqueeze(1).expand(100, 3))
+        rates.append(rate)
+    assert min(rates) < 0.95 and max(rates) > 1.05  # both faster and slower speakers
 
 
 def test_other_recipes_draw_the_same_random_numbers():

@@ -63,6 +63,7 @@ class StageConfig:
     audio_gain: float = 0.0  # random level: + U(-g, g) added to the whole fbank (log-mel: gain)
     audio_shift: int = 0  # random time shift of ±frames, vacated frames filled with the clip's minimum
     audio_freq_warp: float = 0.0  # mel axis stretched by a factor in [1-w, 1+w] (speaker/VTLP-like)
+    audio_time_stretch: float = 0.0  # tempo: time axis played faster/slower by a log-uniform factor in [1/(1+s), 1+s]
     freq_masks: int = 0  # SpecAugment: number of frequency masks ...
     freq_mask_width: int = 0  # ... each U{0..width} mel bins, set to 0
     time_masks: int = 0  # number of time masks ...
@@ -191,7 +192,8 @@ def _augment(inputs: dict[str, torch.Tensor], stage: StageConfig, gen: torch.Gen
 def augment_audio(x: torch.Tensor, stage: StageConfig, gen: torch.Generator) -> torch.Tensor:
     """Training augmentation of normalised fbank batches ``[B, frames, mels]``.
 
-    In order: time shift, mel-axis warp, gain, noise, then SpecAugment frequency and time masks.
+    In order: time shift, tempo stretch, mel-axis warp, gain, noise, then SpecAugment frequency
+    and time masks.
     Only what the stage turns on draws random numbers, so old recipes get the same draws as before.
     """
     b, n_t, n_f = x.shape
@@ -202,6 +204,19 @@ def augment_audio(x: torch.Tensor, stage: StageConfig, gen: torch.Generator) -> 
         floor = x.amin(dim=(1, 2), keepdim=True)
         shifted = torch.gather(x, 1, src.clamp(0, n_t - 1).unsqueeze(-1).expand(-1, -1, n_f))
         x = torch.where(valid.unsqueeze(-1), shifted, floor)
+    if stage.audio_time_stretch > 0:
+        # output frame t reads input frame (T-1) - (T-1-t)·rate: anchored at the window's end (the
+        # newest sound), rate > 1 plays faster (a quicker speaker); frames read before the start
+        # get the window's floor, as the time shift does
+        span = math.log1p(stage.audio_time_stretch)
+        rate = torch.exp(span * (2 * torch.rand(b, generator=gen) - 1))
+        pos = (n_t - 1) - (n_t - 1 - torch.arange(n_t).unsqueeze(0)) * rate.unsqueeze(1)  # [B, T]
+        lo = pos.floor().long()
+        w = (pos - lo).unsqueeze(-1)
+        valid = (lo >= 0).unsqueeze(-1)
+        take = lambda i: torch.gather(x, 1, i.clamp(0, n_t - 1).unsqueeze(-1).expand(-1, -1, n_f))  # noqa: E731
+        floor = x.amin(dim=(1, 2), keepdim=True)
+        x = torch.where(valid, take(lo) * (1 - w) + take(lo + 1) * w, floor)
     if stage.audio_freq_warp > 0:
         factor = 1.0 + stage.audio_freq_warp * (2 * torch.rand(b, generator=gen) - 1)
         # output bin k reads input bin k / factor (factor > 1: formants move up), edge bin beyond
@@ -270,14 +285,19 @@ def supervised_loss(model: MMGModel, inputs: dict[str, torch.Tensor], present: d
 
 def meta_loss(model: MMGModel, data: WindowSet, support_idx: torch.Tensor, query_idx: torch.Tensor,
               pair: Sequence[Sequence[str]], stage: StageConfig, gen: torch.Generator,
-              base_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Cross-modal prototypical loss of one episode (+ CE on the base classes when asked)."""
+              base_labels: torch.Tensor | None = None,
+              imu_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross-modal prototypical loss of one episode (+ CE on the base classes when asked).
+
+    ``imu_stats`` is the model's IMU normalisation (:func:`imu_statistics`), needed only when the
+    stage rotates IMU windows; read from the model when not given.
+    """
     support_mods, query_mods = list(pair[0]), list(pair[1])
     mods = sorted(set(support_mods) | set(query_mods))
     index = torch.cat([support_idx, query_idx])
     window = torch.randint(0, data.n_windows, (len(index),), generator=gen)
     inputs, present = data.batch(index, window, mods)
-    inputs = _augment(inputs, stage, gen, imu_statistics(model))
+    inputs = _augment(inputs, stage, gen, imu_stats if imu_stats is not None else imu_statistics(model))
     device = next(model.parameters()).device
     inputs = {m: x.to(device) for m, x in inputs.items()}
     present = {m: p.to(device) for m, p in present.items()}
@@ -366,7 +386,7 @@ def run_epoch(model: MMGModel, stage: StageConfig, data: WindowSet, plan: EpochP
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             if stage.type == "meta":
                 support_idx, query_idx, pair = batch
-                loss, stats = meta_loss(model, data, support_idx, query_idx, pair, stage, gen, base_labels)
+                loss, stats = meta_loss(model, data, support_idx, query_idx, pair, stage, gen, base_labels, imu_stats)
             else:
                 window = torch.randint(0, data.n_windows, (len(batch),), generator=gen)
                 inputs, present = data.batch(batch, window, stage.modalities)
