@@ -80,7 +80,7 @@ def test_band_limit_keeps_energy_above_it_out_of_every_bin():
     tone = (0.5 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)
     full = AudioSpec(mean=0.0, std=0.5)
     band = AudioSpec(mean=0.0, std=0.5, high_freq_hz=2500.0)
-    top_full = _pre(tone, full)[-20:]  # the frames the tone covers, mean over time per bin
+    top_full = _pre(tone, full)[-20:]  # the last 20 frames: all inside the tone
     top_band = _pre(tone, band)[-20:]
     # full band: the bins around 3 kHz stand far above the rest; band-limited: nothing stands out
     assert float(top_full.max() - top_full.median()) > 5.0
