@@ -487,3 +487,21 @@ def test_a_device_reporting_an_error_is_not_used_even_with_samples_in_its_buffer
     pred = engine.step()
     assert pred is not None and pred.modalities == ["video"]
     assert engine.stats()["modalities"]["imu"]["reason"] == "device error: imu /dev/ttyUSB0: device disconnected"
+
+
+def test_video_frame_selection_keeps_the_sampled_frames_or_the_reason() -> None:
+    from mmg_live.live.engine import _VideoFrameSelection
+    from mmg_live.modalities import VideoSpec
+
+    spec = VideoSpec(frames=16, window_s=2.0)
+    ts = np.arange(0.0, 3.0, 1 / 30)
+    good = _VideoFrameSelection(spec, (1.0, 3.0))
+    picked = good(ts)
+    assert good.error is None and picked is good.indices
+    np.testing.assert_array_equal(picked, video_frame_indices(ts, spec, (1.0, 3.0)))
+    assert len(picked) == 16 and (ts[picked] > 1.0).all()
+    sparse = _VideoFrameSelection(spec, (1.0, 3.0))
+    assert len(sparse(np.array([2.9, 2.95]))) == 0
+    assert sparse.error is not None and "video" in sparse.error
+    untouched = _VideoFrameSelection(spec, (1.0, 3.0))
+    assert untouched.indices is None and untouched.error is None

@@ -51,3 +51,30 @@ def test_error_names_short_class() -> None:
         EpisodeSampler(labels, way=5, shot=2, query=2)
     with pytest.raises(ValueError, match=r"5-way episodes need 5 classes, only 2"):
         EpisodeSampler(LABELS, way=5, shot=1, query=1, classes=[0, 1])
+
+
+def test_cross_group_episodes_take_queries_from_one_group_and_support_from_the_others() -> None:
+    labels = np.asarray(LABELS)
+    groups = [f"s{i % 3}" for i in range(len(LABELS))]  # 3 subjects, 4 clips of every class each
+    group_of = np.asarray(groups)
+    sampler = EpisodeSampler(LABELS, way=5, shot=5, query=4, episodes=300, seed=3, groups=groups)
+    query_groups = set()
+    for support, query, classes in sampler:
+        assert support.shape == (25,) and query.shape == (20,)
+        assert (labels[support].reshape(5, 5) == classes[:, None]).all()
+        assert (labels[query].reshape(5, 4) == classes[:, None]).all()
+        assert len(set(group_of[query].tolist())) == 1
+        assert group_of[query[0]] not in set(group_of[support].tolist())
+        assert len(set(support.tolist())) == 25
+        query_groups.add(str(group_of[query[0]]))
+    assert query_groups == {"s0", "s1", "s2"}
+    plain = [np.concatenate(e).tolist() for e in EpisodeSampler(LABELS, way=5, shot=5, query=4, episodes=5, seed=3)]
+    assert plain != [np.concatenate(e).tolist() for e in list(sampler)[:5]]
+
+
+def test_cross_group_episodes_need_enough_clips_per_group() -> None:
+    groups = [f"s{i % 3}" for i in range(len(LABELS))]
+    with pytest.raises(ValueError, match="no group has 5 classes with 5 query clips"):
+        EpisodeSampler(LABELS, way=5, shot=5, query=5, episodes=5, groups=groups)
+    with pytest.raises(ValueError, match="groups for"):
+        EpisodeSampler(LABELS, way=5, shot=5, query=4, groups=groups[:-1])

@@ -153,3 +153,22 @@ def test_distilled_video_stage_keeps_the_frozen_imu_teacher(utd_mhad_dir, tmp_pa
     assert sorted(model.trained.encoders) == ["imu", "video"] and model.trained.fusion == ["video"]
     history = json.loads((tmp_path / "video" / "state.json").read_text())["history"]
     assert history[-1]["align"] > 0 and history[-1]["ce"] > 0 and history[-1]["distill"] > 0
+
+
+@pytest.mark.parametrize("ce_weight", [0.5, 0.0])
+def test_meta_stage_trains_its_ce_term_only_when_weighted(utd_mhad_dir, tmp_path, ce_weight):
+    """Cross-subject episodes on two real training subjects; the CE term is on when its weight is."""
+    recipe = {
+        "name": "test-meta", "config": "lite", "fusion": {"kind": "mean"}, "modalities": ["imu"], "classes": "all",
+        "train_groups": ["1", "3"], "test_groups": ["2"], "window_offsets": [0.0], "seed": 3, "cache": False,
+        "stages": [{"name": "meta", "type": "meta", "modalities": ["imu"], "epochs": 1, "lr": 1e-3,
+                    "warmup_epochs": 0, "episodes": 3, "way": 3, "shot": 2, "query": 2, "ce_weight": ce_weight,
+                    "cross_group_episodes": True, "pairs": [[["imu"], ["imu"]]]}],
+    }
+    train(_ctx(recipe, utd_mhad_dir, tmp_path / "run"))
+    record = json.loads((tmp_path / "run" / "state.json").read_text())["history"][-1]
+    assert record["proto"] > 0
+    if ce_weight:
+        assert record["ce"] > 0 and record["loss"] == pytest.approx(record["proto"] + record["ce"], rel=1e-4)
+    else:
+        assert "ce" not in record

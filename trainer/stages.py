@@ -74,6 +74,7 @@ class StageConfig:
     query: int = 5
     episodes: int = 40
     proto_scale: float = 10.0
+    cross_group_episodes: bool = False  # queries from one training subject/speaker, support from the others
     pairs: list[list[list[str]]] = field(default_factory=lambda: [
         [["video", "imu"], ["video", "imu"]], [["video"], ["imu"]], [["imu"], ["video"]],
         [["video", "imu"], ["imu"]], [["video", "imu"], ["video"]],
@@ -189,6 +190,20 @@ def _augment(inputs: dict[str, torch.Tensor], stage: StageConfig, gen: torch.Gen
     return out
 
 
+def _read_frames(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Frames of ``x`` ``[B, T, F]`` read at positions ``pos`` ``[B, T]`` (linear between frames).
+
+    A position outside the window reads the window's floor (its minimum: the quietest value of
+    that recording, as silence padding would after normalisation).
+    """
+    n_t, n_f = x.shape[1], x.shape[2]
+    lo = pos.floor().long()
+    w = (pos - lo).unsqueeze(-1).to(x.dtype)
+    take = lambda i: torch.gather(x, 1, i.clamp(0, n_t - 1).unsqueeze(-1).expand(-1, -1, n_f))  # noqa: E731
+    inside = ((pos >= 0) & (pos <= n_t - 1)).unsqueeze(-1)
+    return torch.where(inside, take(lo) * (1 - w) + take(lo + 1) * w, x.amin(dim=(1, 2), keepdim=True))
+
+
 def augment_audio(x: torch.Tensor, stage: StageConfig, gen: torch.Generator) -> torch.Tensor:
     """Training augmentation of normalised fbank batches ``[B, frames, mels]``.
 
@@ -199,24 +214,13 @@ def augment_audio(x: torch.Tensor, stage: StageConfig, gen: torch.Generator) -> 
     b, n_t, n_f = x.shape
     if stage.audio_shift > 0:
         shifts = torch.randint(-stage.audio_shift, stage.audio_shift + 1, (b,), generator=gen)
-        src = torch.arange(n_t).unsqueeze(0) - shifts.unsqueeze(1)  # [B, T] source frame of each frame
-        valid = (src >= 0) & (src < n_t)
-        floor = x.amin(dim=(1, 2), keepdim=True)
-        shifted = torch.gather(x, 1, src.clamp(0, n_t - 1).unsqueeze(-1).expand(-1, -1, n_f))
-        x = torch.where(valid.unsqueeze(-1), shifted, floor)
+        x = _read_frames(x, torch.arange(n_t).unsqueeze(0) - shifts.unsqueeze(1))
     if stage.audio_time_stretch > 0:
         # output frame t reads input frame (T-1) - (T-1-t)·rate: anchored at the window's end (the
-        # newest sound), rate > 1 plays faster (a quicker speaker); frames read before the start
-        # get the window's floor, as the time shift does
+        # newest sound), rate > 1 plays faster (a quicker speaker)
         span = math.log1p(stage.audio_time_stretch)
         rate = torch.exp(span * (2 * torch.rand(b, generator=gen) - 1))
-        pos = (n_t - 1) - (n_t - 1 - torch.arange(n_t).unsqueeze(0)) * rate.unsqueeze(1)  # [B, T]
-        lo = pos.floor().long()
-        w = (pos - lo).unsqueeze(-1)
-        valid = (lo >= 0).unsqueeze(-1)
-        take = lambda i: torch.gather(x, 1, i.clamp(0, n_t - 1).unsqueeze(-1).expand(-1, -1, n_f))  # noqa: E731
-        floor = x.amin(dim=(1, 2), keepdim=True)
-        x = torch.where(valid, take(lo) * (1 - w) + take(lo + 1) * w, floor)
+        x = _read_frames(x, (n_t - 1) - (n_t - 1 - torch.arange(n_t).unsqueeze(0)) * rate.unsqueeze(1))
     if stage.audio_freq_warp > 0:
         factor = 1.0 + stage.audio_freq_warp * (2 * torch.rand(b, generator=gen) - 1)
         # output bin k reads input bin k / factor (factor > 1: formants move up), edge bin beyond
@@ -285,9 +289,9 @@ def supervised_loss(model: MMGModel, inputs: dict[str, torch.Tensor], present: d
 
 def meta_loss(model: MMGModel, data: WindowSet, support_idx: torch.Tensor, query_idx: torch.Tensor,
               pair: Sequence[Sequence[str]], stage: StageConfig, gen: torch.Generator,
-              base_labels: torch.Tensor | None = None,
               imu_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Cross-modal prototypical loss of one episode (+ CE on the base classes when asked).
+    """Cross-modal prototypical loss of one episode, plus ``ce_weight`` × the fused classifier's CE
+    on the episode's clips (their labels are the training classes, the classifier's).
 
     ``imu_stats`` is the model's IMU normalisation (:func:`imu_statistics`), needed only when the
     stage rotates IMU windows; read from the model when not given.
@@ -308,9 +312,9 @@ def meta_loss(model: MMGModel, data: WindowSet, support_idx: torch.Tensor, query
     labels = data.labels[index].to(device)
     loss, acc = prototypical_loss(support, labels[:n_s], query, labels[n_s:], "sqeuclidean", stage.proto_scale)
     parts = {"proto": loss}
-    if stage.ce_weight > 0 and base_labels is not None:
+    if stage.ce_weight > 0:
         logits = model.classifier(model.fuse(enc, mods))
-        parts["ce"] = stage.ce_weight * cross_entropy(logits, base_labels[index].to(device), stage.label_smoothing)
+        parts["ce"] = stage.ce_weight * cross_entropy(logits, labels, label_smoothing=stage.label_smoothing)
     total = torch.stack(list(parts.values())).sum()
     stats = {k: float(v.detach()) for k, v in parts.items()}
     stats["episode_acc"] = float(acc)
@@ -330,7 +334,8 @@ def plan_epoch(stage: StageConfig, data: WindowSet, seed: int, rank: int = 0, wo
     if stage.type == "meta":
         labels = data.labels.tolist()
         sampler = EpisodeSampler(labels, way=stage.way, shot=stage.shot, query=stage.query,
-                                 episodes=stage.episodes, seed=seed)
+                                 episodes=stage.episodes, seed=seed,
+                                 groups=data.groups if stage.cross_group_episodes else None)
         rng = random.Random(seed)
         batches = [(torch.as_tensor(s), torch.as_tensor(q), rng.choice(stage.pairs)) for s, q, _ in sampler]
         return EpochPlan(batches[rank::world])
@@ -370,7 +375,6 @@ def make_optimizer(model: MMGModel, stage: StageConfig) -> torch.optim.Optimizer
 def run_epoch(model: MMGModel, stage: StageConfig, data: WindowSet, plan: EpochPlan,
               optimizer: torch.optim.Optimizer, step: int, total_steps: int, steps_per_epoch: int,
               seed: int, device: torch.device, amp: bool = False,
-              base_labels: torch.Tensor | None = None,
               progress: Callable[[dict[str, float]], None] | None = None,
               grad_hook: Callable[[], None] | None = None) -> tuple[int, dict[str, float]]:
     """Train one epoch; returns the new global step and the epoch's mean loss terms."""
@@ -386,7 +390,7 @@ def run_epoch(model: MMGModel, stage: StageConfig, data: WindowSet, plan: EpochP
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             if stage.type == "meta":
                 support_idx, query_idx, pair = batch
-                loss, stats = meta_loss(model, data, support_idx, query_idx, pair, stage, gen, base_labels, imu_stats)
+                loss, stats = meta_loss(model, data, support_idx, query_idx, pair, stage, gen, imu_stats)
             else:
                 window = torch.randint(0, data.n_windows, (len(batch),), generator=gen)
                 inputs, present = data.batch(batch, window, stage.modalities)

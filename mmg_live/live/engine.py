@@ -44,7 +44,7 @@ from devices.base import MODALITIES, Chunk, Source, host_now
 from mmg_live.live.buffer import StreamBuffer, Synchronizer, coverage_of
 from mmg_live.live.memory import release_free_memory
 from mmg_live.live.windowing import FETCH_MARGIN_S, fetch_length, window_tensors
-from mmg_live.modalities import PreprocessError, modality_window, video_frame_indices
+from mmg_live.modalities import PreprocessError, VideoSpec, modality_window, video_frame_indices
 from mmg_live.models.mmg import MMGModel, select_device
 from mmg_live.prototypes import PrototypeBank, UNKNOWN, combine, ranked, usable_modalities
 
@@ -139,6 +139,24 @@ def make_smoother(smoothing: str | Any, alpha: float = 0.5) -> Any:
 
 
 PredictionCallback = Callable[[Prediction], None]
+
+
+class _VideoFrameSelection:
+    """The ``select`` of :meth:`StreamBuffer.window_select` for video: picks the frames
+    preprocessing samples (:func:`video_frame_indices`) and keeps them, or keeps why there are
+    none (``error``) when the frames cover too little of the window."""
+
+    def __init__(self, spec: VideoSpec, window: tuple[float, float]) -> None:
+        self.spec, self.window = spec, window
+        self.indices: np.ndarray | None = None
+        self.error: str | None = None
+
+    def __call__(self, ts: np.ndarray) -> np.ndarray:
+        try:
+            self.indices = video_frame_indices(ts, self.spec, self.window)
+        except PreprocessError as exc:
+            self.indices, self.error = np.zeros(0, dtype=np.int64), str(exc)
+        return self.indices
 
 
 class InferenceEngine:
@@ -408,10 +426,10 @@ class InferenceEngine:
         raw, rates = {}, {}
         for m in candidates:
             buf: StreamBuffer = self.sync.buffers[self.streams[m]]
-            picked: list[np.ndarray] = []
+            frames = None
             if m == "video":  # copy only the frames preprocessing samples (16 of ~100)
-                data, ts = buf.window_select(t1 - length, t1,
-                                             lambda ts: self._video_frames(ts, modality_window(specs, m, t_end), picked))
+                frames = _VideoFrameSelection(specs.video, modality_window(specs, m, t_end))
+                data, ts = buf.window_select(t1 - length, t1, frames)
             else:
                 data, ts = buf.window(t1 - length, t1)
             window_s = specs[m].window_s
@@ -422,26 +440,13 @@ class InferenceEngine:
                 status[m]["reason"] = f"covers {cov:.0%} of its {window_s:g} s window (need {self.coverage_threshold:.0%})"
                 continue
             status[m]["live"] = True
-            if picked and not len(picked[0]):  # as a preprocessing problem would be reported
-                status[m]["reason"] = picked[1]
+            if frames is not None and frames.error:  # as a preprocessing problem would be reported
+                status[m]["reason"] = frames.error
                 continue
             # the picked frames with their timestamps sample to themselves in preprocess_video
-            raw[m] = (data, ts[picked[0]]) if picked else (data, ts)
+            raw[m] = (data, ts[frames.indices]) if frames is not None and frames.indices is not None else (data, ts)
             rates[m] = buf.rate
         return raw, rates
-
-    def _video_frames(self, ts: np.ndarray, window: tuple[float, float], picked: list) -> np.ndarray:
-        """``video_frame_indices`` for :meth:`StreamBuffer.window_select`; ``picked`` receives the
-        indices, or no indices and the reason when the frames cover too little of the window."""
-        try:
-            idx = video_frame_indices(ts, self.model.config.specs.video, window)
-        except PreprocessError as exc:
-            idx = np.zeros(0, dtype=np.int64)
-            picked.append(idx)
-            picked.append(str(exc))
-            return idx
-        picked.append(idx)
-        return idx
 
     def _infer(self, tensors: dict[str, torch.Tensor], used: list[str]) -> tuple[np.ndarray | None, Any]:
         inputs = {m: tensors[m].unsqueeze(0).to(self.device) for m in used}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -14,6 +14,8 @@ from torch.nn import functional as F
 from mmg_live.modalities import MODALITY_NAMES
 from mmg_live.models.fusion import build_fusion
 from mmg_live.models.registry import MMGConfig, build_encoder
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -64,12 +66,11 @@ class TrainedParts:
                    bool(values.get("classifier", False)), list(values.get("classifier_modalities", [])))
 
 
-@contextlib.contextmanager
-def _part_seed(base_seed: int, part: str) -> Iterator[None]:
-    """Seed the CPU generator from ``(base_seed, part)`` inside, restore it afterwards."""
+def _build_seeded(base_seed: int, part: str, make: Callable[[], T]) -> T:
+    """``make()`` with the CPU generator seeded from ``(base_seed, part)``; the generator is restored after."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed((base_seed * 1_000_003 + zlib.crc32(part.encode())) % (2**63 - 1))
-        yield
+        return make()
 
 
 class MMGModel(nn.Module):
@@ -87,9 +88,7 @@ class MMGModel(nn.Module):
         # part's size (say a different audio encoder) no longer shifts the others' init.
         base_seed = int(torch.randint(0, 2**31 - 1, (1,)))
 
-        def seeded(part: str, make):  # build one part under its own seed
-            with _part_seed(base_seed, part):
-                return make()
+        seeded = functools.partial(_build_seeded, base_seed)
 
         encoders = {m: seeded(f"encoders.{m}", lambda m=m: build_encoder(
             config.encoders[m]["kind"], config.specs[m],

@@ -24,6 +24,10 @@ class EpisodeSampler:
         episodes: episodes per iteration.
         seed: base seed.
         classes: classes to draw from (e.g. the base classes); default all in ``labels``.
+        groups: optional group (subject, speaker) of every clip. Then each episode takes its
+            queries from one group and its support from the others, as a new person is met at
+            test time; an episode's classes are drawn among those with ``shot`` clips outside
+            and ``query`` clips inside its query group.
 
     Raises:
         ValueError: fewer than ``way`` classes, or a class with fewer than ``shot + query`` clips
@@ -39,6 +43,7 @@ class EpisodeSampler:
         episodes: int = 100,
         seed: int = 0,
         classes: Iterable[int] | None = None,
+        groups: Sequence[str] | None = None,
     ) -> None:
         if way < 1 or shot < 1 or query < 0 or episodes < 0:
             raise ValueError(f"EpisodeSampler: need way>=1, shot>=1, query>=0, episodes>=0 (got {way}, {shot}, {query}, {episodes})")
@@ -56,6 +61,20 @@ class EpisodeSampler:
         self.classes = np.asarray(chosen, dtype=np.int64)
         self._by_class = {c: np.asarray(by_class[c], dtype=np.int64) for c in chosen}
         self.epoch = 0
+        self._query_groups: list[tuple[np.ndarray, dict[int, np.ndarray], dict[int, np.ndarray]]] = []
+        if groups is not None:
+            if len(groups) != len(labels):
+                raise ValueError(f"EpisodeSampler: {len(groups)} groups for {len(labels)} labels")
+            group_of = np.asarray([str(g) for g in groups])
+            for g in sorted(set(group_of.tolist())):
+                inside = {c: idx[group_of[idx] == g] for c, idx in self._by_class.items()}
+                outside = {c: idx[group_of[idx] != g] for c, idx in self._by_class.items()}
+                usable = [c for c in chosen if len(inside[c]) >= query and len(outside[c]) >= shot]
+                if len(usable) >= way:
+                    self._query_groups.append((np.asarray(usable, dtype=np.int64), outside, inside))
+            if not self._query_groups:
+                raise ValueError(f"EpisodeSampler: no group has {way} classes with {query} query clips in it "
+                                 f"and {shot} support clips in the other groups")
 
     def set_epoch(self, epoch: int) -> None:
         """Draw a different (but still reproducible) set of episodes for ``epoch``."""
@@ -67,6 +86,9 @@ class EpisodeSampler:
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         for _ in range(self.episodes):
+            if self._query_groups:
+                yield self._cross_group_episode(rng)
+                continue
             cls = rng.choice(self.classes, self.way, replace=False)
             support, query = [], []
             for c in cls:
@@ -74,3 +96,10 @@ class EpisodeSampler:
                 support.append(picked[: self.shot])
                 query.append(picked[self.shot :])
             yield np.concatenate(support), np.concatenate(query), cls
+
+    def _cross_group_episode(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        usable, outside, inside = self._query_groups[int(rng.integers(len(self._query_groups)))]
+        cls = rng.choice(usable, self.way, replace=False)
+        support = [rng.choice(outside[int(c)], self.shot, replace=False) for c in cls]
+        query = [rng.choice(inside[int(c)], self.query, replace=False) for c in cls]
+        return np.concatenate(support), np.concatenate(query), cls
