@@ -22,11 +22,20 @@ system-deps:
 	  fi; \
 	fi
 
+# torch with its CUDA libraries makes the venv about 6.3 GB; say so before pip runs out of room.
+VENV_MIN_FREE_GB := 7
+
 $(STAMP): requirements.txt pyproject.toml
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	if [ ! -e $(STAMP) ] && [ "$$free" -lt $(VENV_MIN_FREE_GB) ]; then \
+	  echo "mmg-live: installing the venv needs about $(VENV_MIN_FREE_GB) GB free in $$(pwd); only $$free GB left." >&2; \
+	  echo "  Free some space (e.g. the decoded-clip cache: rm -r $${MMG_CACHE:-~/.cache/mmg-live})." >&2; \
+	  exit 1; \
+	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-cache-dir --upgrade pip
+	$(PY) -m pip install -q --no-cache-dir -r requirements.txt
+	$(PY) -m pip install -q --no-cache-dir --no-deps -e .
 	touch $(STAMP)
 
 venv: system-deps $(STAMP)

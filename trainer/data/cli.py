@@ -3,6 +3,7 @@
     mmg-data download utd-mhad|fsdd DIR [--parts depth,inertial,skeleton] [--from-dir D] [--cafile F]
     mmg-data info utd-mhad|fsdd|sessions|manifest PATH [--check]
     mmg-data import utd-mhad ROOT OUT [--subjects 1,3,5] [--actions 1-27]
+    mmg-data cache [--dir D] [--prune-to GB | --clear]
 """
 
 from __future__ import annotations
@@ -50,7 +51,28 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("out", type=Path)
     m.add_argument("--subjects", type=_int_list)
     m.add_argument("--actions", type=_int_list)
+
+    c = sub.add_parser("cache", help="show, shrink or empty the decoded-clip cache")
+    c.add_argument("--dir", type=Path, help="cache folder (default $MMG_CACHE or ~/.cache/mmg-live)")
+    what = c.add_mutually_exclusive_group()
+    what.add_argument("--prune-to", type=float, metavar="GB", help="remove least recently used entries down to GB")
+    what.add_argument("--clear", action="store_true", help="remove every entry")
     return p
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from trainer.data.cache import Cache
+
+    cache = Cache(args.dir)
+    if args.prune_to is not None and args.prune_to < 0:
+        raise ValueError(f"--prune-to {args.prune_to}: must be >= 0")
+    if args.clear or args.prune_to is not None:
+        removed = cache.clear() if args.clear else cache.prune(int(args.prune_to * 1e9))
+        print(f"removed {removed.entries} entries ({removed.bytes / 1e9:.2f} GB)")
+    usage = cache.usage()
+    limit = "no limit" if cache.max_bytes is None else f"limit {cache.max_bytes / 1e9:.1f} GB"
+    print(f"{cache.root}: {usage.entries} entries, {usage.bytes / 1e9:.2f} GB ({limit}, $MMG_CACHE_MAX_GB)")
+    return 0
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -139,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _download(args)
         if args.command == "info":
             return _info(args)
+        if args.command == "cache":
+            return _cache(args)
         return _import(args)
     except (DataError, DownloadError, ValueError) as exc:
         print(f"mmg-data: error: {exc}", file=sys.stderr)
