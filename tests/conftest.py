@@ -12,6 +12,18 @@ from mmg_live.paths import data_root
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_clip_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Commands under test cache decoded clips in a folder of the test session, not the user's."""
+    old = os.environ.get("MMG_CACHE")
+    os.environ["MMG_CACHE"] = str(tmp_path_factory.mktemp("clip-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MMG_CACHE", None)
+    else:
+        os.environ["MMG_CACHE"] = old
+
+
 def _require_data() -> bool:
     return os.environ.get("MMG_REQUIRE_DATA", "") == "1"
 

@@ -82,3 +82,15 @@ def test_one_modality_is_evaluated_on_the_same_window_as_in_the_table(utd_mhad_d
     both = load_eval_set(model, "utd-mhad", utd_mhad_dir, ["2"], ["video", "imu"])
     assert set(alone.tensors) == {"video"} and alone.clip_ids == both.clip_ids
     torch.testing.assert_close(alone.tensors["video"], both.tensors["video"], rtol=0, atol=0)
+
+
+def test_accuracy_cli_caches_clips_and_gives_the_same_answer(utd_mhad_dir, imu_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("MMG_CACHE", str(tmp_path / "cache"))
+    args = ("accuracy", "--checkpoint", str(imu_checkpoint), "--dataset", "utd-mhad", "--data", str(utd_mhad_dir),
+            "--subjects", "2", "--modalities", "imu", "--json")
+    first = _eval(*args)
+    entries = sorted(p.name for p in (tmp_path / "cache").rglob("*.npz"))
+    assert len(entries) == 2 * 108  # a decoded clip and its preprocessed window per trial
+    assert _eval(*args) == first
+    assert sorted(p.name for p in (tmp_path / "cache").rglob("*.npz")) == entries  # all hits, nothing new
+    assert _eval(*args, "--no-cache") == first

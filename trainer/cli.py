@@ -41,6 +41,13 @@ def _checkpoint_path(text: str):
     return Path(text)
 
 
+def _cache(args: argparse.Namespace):
+    """The decoded-clip cache (``$MMG_CACHE``), or None with ``--no-cache``."""
+    from trainer.data.cache import Cache
+
+    return None if args.no_cache else Cache()
+
+
 def _groups(args: argparse.Namespace) -> list[str] | None:
     return _list(getattr(args, "subjects", None)) or _list(getattr(args, "speakers", None))
 
@@ -53,7 +60,7 @@ def _accuracy(args: argparse.Namespace) -> int:
     if args.classifier:
         model.config.extra["classifier"] = args.classifier
     mods = _list(args.modalities) or model.trained.classifier_inputs() or list(model.modalities)
-    data = load_eval_set(model, args.dataset, args.data, _groups(args), mods)
+    data = load_eval_set(model, args.dataset, args.data, _groups(args), mods, cache=_cache(args))
     result = accuracy(model, data, mods)
     print(json.dumps(result) if args.json else f"top-1 {result['top1']:.4f} on {result['n']} clips ({'+'.join(mods)})")
     return 0
@@ -68,7 +75,8 @@ def _fewshot(args: argparse.Namespace) -> int:
     support, query = _list(args.support), _list(args.query)
     mods = sorted(set(support) | set(query))
     classes = None if args.classes == "all" else class_subset({"classes": args.classes}, args.dataset, 27 if args.dataset == "utd-mhad" else 10)
-    data = load_eval_set(model, args.dataset, args.data, _groups(args), mods, classes=classes)
+    data = load_eval_set(model, args.dataset, args.data, _groups(args), mods, classes=classes,
+                         cache=_cache(args))
     result = few_shot(embeddings(model, data, support), embeddings(model, data, query), data.labels.tolist(),
                       way=args.way, shot=args.shot, query=args.queries, episodes=args.episodes, seed=args.seed)
     print(json.dumps(result.to_dict()) if args.json else
@@ -81,7 +89,7 @@ def _table(args: argparse.Namespace) -> int:
     from trainer.tables import make_tables
 
     make_tables([_checkpoint_path(c) for c in args.checkpoint], args.dataset, args.data, args.out,
-                groups=_groups(args), episodes=args.episodes, device=args.device)
+                groups=_groups(args), episodes=args.episodes, device=args.device, cache=_cache(args))
     return 0
 
 
@@ -109,6 +117,11 @@ def build_eval_parser() -> argparse.ArgumentParser:
         group.add_argument("--speakers", help="comma-separated speakers to test on (FSDD)")
         p.add_argument("--device", default="auto")
         p.add_argument("--json", action="store_true", help="print one JSON object")
+        no_cache_arg(p)
+
+    def no_cache_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--no-cache", action="store_true",
+                       help="decode the data again instead of using the clip cache ($MMG_CACHE)")
 
     acc = sub.add_parser("accuracy", help='top-1 of the classifier: {"top1", "n"}')
     data_args(acc)
@@ -143,6 +156,7 @@ def build_eval_parser() -> argparse.ArgumentParser:
     table.add_argument("--out", type=Path, default=Path("docs/results"))
     table.add_argument("--episodes", type=int, default=600)
     table.add_argument("--device", default="auto")
+    no_cache_arg(table)
     table.set_defaults(func=_table)
     return parser
 

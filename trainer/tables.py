@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mmg_live.checkpoint import load_checkpoint
+from trainer.data.cache import Cache
 from trainer.datasets import dataset_modalities
 from trainer.evaluate import (accuracy, confusion_matrix, embeddings, few_shot, load_eval_set, modality_subsets,
                               save_confusion_png)
@@ -22,7 +23,12 @@ from trainer.run import class_subset
 
 
 def make_tables(checkpoints: Sequence[Path], dataset: str, data: Path, out: Path,
-                groups: Sequence[str] | None = None, episodes: int = 600, device: str = "auto") -> dict:
+                groups: Sequence[str] | None = None, episodes: int = 600, device: str = "auto",
+                cache: Cache | None = None) -> dict:
+    """Evaluate every checkpoint, write the tables (markdown, CSV, JSON, confusion PNG) to ``out``.
+
+    ``cache``: where decoded clips and preprocessed windows are kept between checkpoints and runs.
+    """
     out.mkdir(parents=True, exist_ok=True)
     mods = list(dataset_modalities(dataset))
     subsets = modality_subsets(mods)
@@ -34,7 +40,7 @@ def make_tables(checkpoints: Sequence[Path], dataset: str, data: Path, out: Path
         label = table.get("label", info.training.get("recipe", path.parent.name))
         trained = "+".join(sorted(info.trained.fusion)) or "-"
         if role == "manyshot":
-            data_set = load_eval_set(model, dataset, data, groups, mods)
+            data_set = load_eval_set(model, dataset, data, groups, mods, cache=cache)
             row = {"model": label, "train": trained, "checkpoint": str(path)}
             for s in subsets:
                 row["+".join(s)] = accuracy(model, data_set, s)["top1"]
@@ -47,7 +53,7 @@ def make_tables(checkpoints: Sequence[Path], dataset: str, data: Path, out: Path
                 confusion_done = True
         elif role == "fewshot":
             novel = class_subset({"classes": "novel"}, dataset, 27 if dataset == "utd-mhad" else 10)
-            data_set = load_eval_set(model, dataset, data, groups, mods, classes=novel)
+            data_set = load_eval_set(model, dataset, data, groups, mods, classes=novel, cache=cache)
             embs = {"+".join(s): embeddings(model, data_set, s) for s in subsets}
             for s in subsets:
                 for q in subsets:

@@ -331,7 +331,7 @@ class ManifestDataset:
             "version": READER_VERSION,
             "row": [row.start, row.end, row.label, row.clip_id, row.accel_unit, row.gyro_unit],
             "classes": list(self.class_names),
-            "modalities": list(self.modalities),
+            "modalities": sorted(self.modalities),  # the same clip whatever order they were asked in
             "files": [file_key(f) for f in files],
         }
         clip = self.cache.cached_clip(key, lambda: load_row(row, self.class_names, self.modalities))

@@ -208,7 +208,7 @@ class SessionDataset:
             "version": READER_VERSION,
             "segment": [seg.index, seg.label, seg.t0, seg.t1],
             "classes": list(self.class_names),
-            "modalities": list(self.modalities),
+            "modalities": sorted(self.modalities),  # the same clip whatever order they were asked in
             "files": [file_key(f) for f in files],
         }
         return self.cache.cached_clip(key, lambda: _segment_clip(seg, self._session_streams(seg.folder), self.class_names))

@@ -246,7 +246,7 @@ class UtdMhadDataset:
             key = {
                 "reader": SOURCE,
                 "version": READER_VERSION,
-                "modalities": list(self.modalities),
+                "modalities": sorted(self.modalities),  # the same clip whatever order they were asked in
                 "files": [file_key(f) for f in files],
             }
             clip = self.cache.cached_clip(key, lambda: load_trial(ref, self.modalities))
