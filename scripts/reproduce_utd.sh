@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every row of docs/results.md: train each recipe on UTD-MHAD (train subjects 1,3,5), FSDD
-# (train george, jackson, lucas), then evaluate on the test splits. ~42 min on 2 CPU cores (ABLATE_DISTILLATION=1: +6 min).
+# (train george, jackson, lucas), then evaluate on the test splits. ~40 min on 2 CPU cores (ABLATE_DISTILLATION=1: +6 min).
 # Usage: scripts/reproduce_utd.sh [UTD_DIR] [FSDD_DIR] [RUNS_DIR]
 set -euo pipefail
 UTD=${1:-../shared/data/utd-mhad}
