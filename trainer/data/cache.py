@@ -34,6 +34,7 @@ PRUNE_TARGET = 0.8
 # Files up to this size are identified by a hash of their bytes; larger ones (long
 # videos) by size and mtime, so that a lookup never reads gigabytes.
 CONTENT_HASH_MAX_BYTES = 64 * 2**20
+_FROM_ENVIRONMENT: Any = object()  # Cache(max_bytes=...) default: read $MMG_CACHE_MAX_GB
 
 
 def default_cache_dir() -> Path:
@@ -97,10 +98,10 @@ class Cache:
     """
 
     def __init__(self, root: str | os.PathLike | None = None, enabled: bool = True,
-                 max_bytes: int | None | str = "default") -> None:
+                 max_bytes: int | None = _FROM_ENVIRONMENT) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.enabled = enabled
-        self.max_bytes = default_max_bytes() if max_bytes == "default" else max_bytes
+        self.max_bytes = default_max_bytes() if max_bytes is _FROM_ENVIRONMENT else max_bytes
         self.hits = 0
         self.misses = 0
         self.evicted = 0
@@ -174,6 +175,7 @@ class Cache:
                 np.savez(f, **arrays)
                 f.flush()
                 os.fsync(f.fileno())
+                written = f.tell()
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -183,7 +185,7 @@ class Cache:
         if self._size is None:
             self._size = self.usage().bytes
         else:
-            self._size += path.stat().st_size
+            self._size += written  # not path.stat(): another process may have evicted it already
         if self._size > self.max_bytes:
             self.prune(int(self.max_bytes * PRUNE_TARGET))
 
