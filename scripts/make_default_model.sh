@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The app's default model (mmg_live/assets/default.safetensors) and its model card, from the
-# real recordings. ~20 min on 2 CPU cores; every step resumes from runs/ when interrupted.
+# real recordings. ~45 min on 2 CPU cores; every step resumes from runs/ when interrupted.
 # Usage: scripts/make_default_model.sh [UTD_DIR] [FSDD_DIR] [RUNS_DIR]
 set -euo pipefail
 UTD=${1:-../shared/data/utd-mhad}
