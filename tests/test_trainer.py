@@ -56,6 +56,18 @@ def test_resume_continues_from_the_saved_epoch(utd_mhad_dir, tmp_path):
         torch.testing.assert_close(b.state_dict()[key], value, atol=1e-6, rtol=1e-5, msg=key)
 
 
+def test_eval_every_only_changes_which_epochs_log_the_test_accuracy(utd_mhad_dir, tmp_path):
+    recipe = _imu_recipe(epochs=3)
+    runs = {n: train(_ctx(recipe, utd_mhad_dir, tmp_path / f"every{n}", eval_every=n)) for n in (1, 2, 0)}
+    for n, logged in ((1, [1, 2, 3]), (2, [2, 3]), (0, [3])):
+        history = json.loads((tmp_path / f"every{n}" / "state.json").read_text())["history"]
+        assert [h["epoch"] for h in history if "test_top1" in h] == logged
+    first, _ = load_checkpoint(runs[1], device="cpu")
+    last_only, _ = load_checkpoint(runs[0], device="cpu")
+    for key, value in first.state_dict().items():  # evaluating does not disturb training
+        assert torch.equal(last_only.state_dict()[key], value), key
+
+
 def test_resume_refuses_a_different_recipe(utd_mhad_dir, tmp_path):
     train(_ctx(_imu_recipe(epochs=1), utd_mhad_dir, tmp_path / "run", max_epochs=1))
     other = _imu_recipe(epochs=1)

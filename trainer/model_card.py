@@ -126,6 +126,13 @@ Few-shot 5-way 5-shot (5 queries per class; mean ± 95 % CI over the episodes):
 |---|---|---|---|---|
 {few}
 
+Rows whose support and query differ are the MMG cross-modal protocol (prototypes from one
+modality set, queries from another). The app's custom actions do not depend on them when the
+examples were recorded with the query's modality: it keeps each example's embedding for every
+subset of the modalities it was recorded with and compares a query on the largest subset both
+share, so an action enrolled with video + IMU and later seen by the camera alone is matched
+video to video.
+
 ## Limits
 - Six people performing scripted actions in one lab; different sensor placement, speed or
   camera viewpoint will lower accuracy. Depth-only video (see above).

@@ -198,6 +198,12 @@ class RunContext:
     rank: int = 0
     world: int = 1
     max_epochs: int | None = None  # stop after this many epochs in this invocation (resume later)
+    eval_every: int = 1  # test top-1 every N epochs of a supervised stage; 0: only after its last epoch
+
+
+def _evaluate_now(eval_every: int, epoch: int, epochs: int) -> bool:
+    """Whether the 0-based ``epoch`` of a stage of ``epochs`` logs its test top-1 (the last one always does)."""
+    return epoch + 1 == epochs or (eval_every > 0 and (epoch + 1) % eval_every == 0)
 
 
 def _init_parts(model: MMGModel, recipe: dict[str, Any], device: torch.device) -> None:
@@ -318,7 +324,7 @@ def train(ctx: RunContext) -> Path:
                                     epoch_seed, ctx.device, amp, progress=_progress(stage, epoch, len(plan.batches)),
                                     grad_hook=hook)
             record = {"stage": stage.name, "epoch": epoch + 1, "seconds": round(time.time() - started, 1), **stats}
-            if test_set is not None and stage.type == "supervised":
+            if test_set is not None and stage.type == "supervised" and _evaluate_now(ctx.eval_every, epoch, stage.epochs):
                 label_mods = [m for m in (stage.label_modalities or stage.modalities) if m in test_set.tensors]
                 record["test_top1"] = evaluate_top1(model, test_set, label_mods)
             _mark_trained(model, stage)
