@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mmg_live.models.mmg import build_model
-from trainer.stages import StageConfig, make_optimizer, plan_epoch, run_epoch, shift_video
+from trainer.stages import StageConfig, make_optimizer, plan_epoch, run_epoch
 from trainer.windows import WindowSet
 
 CLASSES = ["a", "b", "c", "d"]
@@ -104,19 +104,3 @@ def test_imu_rotation_stage_option_changes_only_what_it_turns_on():
         assert "imu_rotation" in str(exc)
     else:
         raise AssertionError("imu_rotation without statistics must fail")
-
-
-def test_video_shift_moves_each_clip_by_its_own_offset_and_all_its_frames_alike():
-    # each clip is one bright pixel at (8, 8) in every frame; where it lands is that clip's shift
-    x = torch.zeros(64, 1, 3, 16, 16)
-    x[..., 8, 8] = 1.0
-    out = shift_video(x, 3, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape and torch.equal(out.sum(dim=(-2, -1)), x.sum(dim=(-2, -1)))  # a roll: nothing lost
-    positions = []
-    for clip in out:
-        where = [tuple(torch.nonzero(frame).squeeze(0).tolist()) for frame in clip[0]]
-        assert len(set(where)) == 1  # every frame of the clip moved alike
-        positions.append(where[0])
-    offsets = {(r - 8, c - 8) for r, c in positions}
-    assert all(abs(dy) <= 3 and abs(dx) <= 3 for dy, dx in offsets)
-    assert len(offsets) > 10  # clips of one batch move differently (49 possible offsets, 64 clips)

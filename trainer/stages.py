@@ -182,17 +182,12 @@ def _augment(inputs: dict[str, torch.Tensor], stage: StageConfig, gen: torch.Gen
         scale = 1.0 + 0.1 * (torch.rand(x.shape[0], 1, 1, generator=gen) - 0.5)
         out["imu"] = x * scale + stage.imu_noise * torch.randn(x.shape, generator=gen)
     if "video" in out and stage.video_shift > 0:
-        out["video"] = shift_video(out["video"], stage.video_shift, gen)
+        x = out["video"]
+        dy, dx = (torch.randint(-stage.video_shift, stage.video_shift + 1, (2,), generator=gen)).tolist()
+        out["video"] = torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
     if "audio" in out:
         out["audio"] = augment_audio(out["audio"], stage, gen)
     return out
-
-
-def shift_video(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Each clip of ``x`` ``[B, C, T, H, W]`` rolled by its own random ``(dy, dx)`` in ``[-max_shift, max_shift]``
-    (where the person stands in the frame); every frame of a clip moves alike."""
-    shifts = torch.randint(-max_shift, max_shift + 1, (x.shape[0], 2), generator=gen).tolist()
-    return torch.stack([torch.roll(clip, shifts=(dy, dx), dims=(-2, -1)) for clip, (dy, dx) in zip(x, shifts)])
 
 
 def _read_frames(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
