@@ -8,7 +8,7 @@ FSDD=${2:-../shared/data/fsdd}
 RUNS=${3:-runs}
 BIN=${BIN:-.venv/bin}
 ASSETS=mmg_live/assets
-train() { local recipe=$1 out=$2; shift 2; echo "== $recipe -> $out"; /usr/bin/time -f "   %e s" "$BIN/mmg-train" "$recipe" --quiet --eval-every 0 --out "$out" "$@"; }
+. "$(dirname "$0")/train_step.sh"
 
 # 1. base-class specialists (the 6 novel classes stay unseen: they are the demo's custom actions)
 train unimodal_imu   "$RUNS/default/imu"   --dataset utd-mhad --data "$UTD" --set 'classes="base"'

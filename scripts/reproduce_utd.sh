@@ -7,7 +7,7 @@ UTD=${1:-../shared/data/utd-mhad}
 FSDD=${2:-../shared/data/fsdd}
 RUNS=${3:-runs}
 BIN=${BIN:-.venv/bin}
-train() { local recipe=$1 out=$2; shift 2; echo "== $recipe -> $out"; /usr/bin/time -f "   %e s" "$BIN/mmg-train" "$recipe" --quiet --eval-every 0 --out "$out" "$@"; }
+. "$(dirname "$0")/train_step.sh"
 
 train unimodal_imu      "$RUNS/utd/imu"      --dataset utd-mhad --data "$UTD"
 train unimodal_video    "$RUNS/utd/video"    --dataset utd-mhad --data "$UTD" \

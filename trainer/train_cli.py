@@ -37,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.eval_every < 0:
+        parser.error(f"--eval-every must be >= 0, got {args.eval_every}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
@@ -67,9 +70,6 @@ def main(argv: list[str] | None = None) -> int:
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
             device = torch.device("cuda", local)
-    if args.eval_every < 0:
-        print(f"mmg-train: error: --eval-every must be >= 0, got {args.eval_every}", file=sys.stderr)
-        return 2
     ctx = RunContext(recipe, args.dataset, args.data, args.out, device, rank, world, args.max_epochs,
                      eval_every=args.eval_every)
     try:
@@ -77,12 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"mmg-train: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     if rank == 0:
         print(json.dumps({"checkpoint": str(final)}))
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
     return 0
 
 
