@@ -12,8 +12,12 @@ ASSETS=mmg_live/assets
 
 # 1. base-class specialists (the 6 novel classes stay unseen: they are the demo's custom actions)
 train unimodal_imu   "$RUNS/default/imu"   --dataset utd-mhad --data "$UTD" --set 'classes="base"'
+# IMU-distilled: needs the IMU run. The shipped model was built before the video specialist's
+# fusion_detach (2026-11-27); these two overrides keep this command making the same weights
+# until it is rebuilt with the recipe as it is now (drop them then).
 train unimodal_video "$RUNS/default/video" --dataset utd-mhad --data "$UTD" --set 'classes="base"' \
-  --set "init.0.checkpoint=$RUNS/default/imu/model.safetensors"  # IMU-distilled: needs the IMU run
+  --set "init.0.checkpoint=$RUNS/default/imu/model.safetensors" \
+  --set stages.0.fusion_detach=false --set stages.0.unimodal_weight=0.5
 # 2. video+IMU: supervised with modality dropout, then cross-modal meta-training
 train default_utd "$RUNS/default/utd" --dataset utd-mhad --data "$UTD" \
   --set "init.0.checkpoint=$RUNS/default/video/model.safetensors" --set "init.1.checkpoint=$RUNS/default/imu/model.safetensors"

@@ -104,3 +104,42 @@ def test_imu_rotation_stage_option_changes_only_what_it_turns_on():
         assert "imu_rotation" in str(exc)
     else:
         raise AssertionError("imu_rotation without statistics must fail")
+
+
+def _grads_of_supervised_loss(stage: StageConfig) -> dict[str, torch.Tensor]:
+    from trainer.stages import supervised_loss
+    torch.manual_seed(0)
+    model = build_model("lite", CLASSES)
+    gen = torch.Generator().manual_seed(1)
+    inputs = {m: torch.randn(6, *model.config.specs[m].output_shape(), generator=gen) for m in ("video", "imu")}
+    present = {m: torch.ones(6, dtype=torch.bool) for m in inputs}
+    loss, _ = supervised_loss(model, inputs, present, torch.arange(6) % len(CLASSES), stage)
+    loss.backward()
+    return {n: p.grad for n, p in model.named_parameters()}
+
+
+def _touched(grads: dict[str, torch.Tensor], prefix: str) -> bool:
+    return any(g is not None and bool(g.abs().sum() > 0) for n, g in grads.items() if n.startswith(prefix))
+
+
+def test_fusion_detach_keeps_the_fused_classifier_loss_out_of_the_encoders():
+    only_fused = dict(name="t", modalities=["video", "imu"], unimodal_weight=0.0)
+    attached = _grads_of_supervised_loss(StageConfig(**only_fused))
+    detached = _grads_of_supervised_loss(StageConfig(**only_fused, fusion_detach=True))
+    for grads in (attached, detached):  # the fused head learns either way
+        assert _touched(grads, "fusion.") and _touched(grads, "classifier.")
+    assert _touched(attached, "encoders.video") and _touched(attached, "encoders.imu")
+    assert not _touched(detached, "encoders.") and not _touched(detached, "projections.")
+    # the unimodal heads still train the encoders when the fusion is detached
+    with_heads = _grads_of_supervised_loss(StageConfig(name="t", modalities=["video", "imu"], fusion_detach=True))
+    assert _touched(with_heads, "encoders.video") and _touched(with_heads, "encoders.imu")
+
+
+def test_fusion_detach_sends_the_distillation_through_the_students_own_head():
+    stage = dict(name="t", modalities=["video", "imu"], label_modalities=["video"], unimodal_weight=0.0,
+                 ce_weight=1e-9, distill_weight=1.0, freeze=["encoders.imu", "projections.imu", "unimodal_heads.imu"])
+    attached = _grads_of_supervised_loss(StageConfig(**stage))
+    detached = _grads_of_supervised_loss(StageConfig(**stage, fusion_detach=True))
+    assert _touched(attached, "encoders.video") and not _touched(attached, "unimodal_heads.video")
+    assert _touched(detached, "encoders.video") and _touched(detached, "unimodal_heads.video")
+    assert not _touched(detached, "encoders.imu")  # the teacher gets no gradient

@@ -134,12 +134,14 @@ def test_recipe_overrides():
 def test_train_cli_rejects_a_negative_eval_every_before_touching_data(tmp_path, capsys):
     from trainer.train_cli import main
 
-    with pytest.raises(SystemExit) as exc:
-        main(["unimodal_imu", "--dataset", "utd-mhad", "--data", str(tmp_path / "absent"),
-              "--out", str(tmp_path / "run"), "--eval-every", "-1"])
-    assert exc.value.code == 2
-    assert "--eval-every must be >= 0, got -1" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()
+    for value, message in (("-1", "argument --eval-every: must be >= 0, got -1"),
+                           ("two", "argument --eval-every: expected a whole number >= 0, got 'two'")):
+        with pytest.raises(SystemExit) as exc:
+            main(["unimodal_imu", "--dataset", "utd-mhad", "--data", str(tmp_path / "absent"),
+                  "--out", str(tmp_path / "run"), "--eval-every", value])
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
 
 
 def test_every_shipped_recipe_is_valid():

@@ -54,6 +54,11 @@ class StageConfig:
     distill_weight: float = 0.0
     distill_from: str = "imu"
     distill_temperature: float = 2.0
+    # The fused classifier learns on detached encoder outputs: the encoders then learn only from
+    # their unimodal heads (and alignment/distillation). On UTD-MHAD depth the attention head's CE,
+    # which reaches the encoder's tokens without its pooled dropout, made the video encoder fit
+    # the training subjects' silhouettes (plain video specialist 72.8 % with it, 79.6 % without).
+    fusion_detach: bool = False
     label_smoothing: float = 0.1
     imu_noise: float = 0.05
     imu_rotation: float = 0.0  # degrees: accel and gyro turned together about a random axis (sensor placement)
@@ -260,7 +265,7 @@ def supervised_loss(model: MMGModel, inputs: dict[str, torch.Tensor], present: d
         label_mods = [m for m in (stage.label_modalities or stage.modalities) if m in enc.present]
         if label_mods:
             has_label_mod = torch.stack([enc.present[m] for m in label_mods]).any(0)
-            logits = model.classifier(model.fuse(enc, label_mods))
+            logits = model.classifier(model.fuse(enc.detach() if stage.fusion_detach else enc, label_mods))
             if bool(has_label_mod.any()):
                 parts["ce"] = stage.ce_weight * cross_entropy(
                     logits[has_label_mod], labels[has_label_mod], label_smoothing=stage.label_smoothing)
@@ -275,9 +280,14 @@ def supervised_loss(model: MMGModel, inputs: dict[str, torch.Tensor], present: d
                 rows = enc.present[teacher] & has_label_mod
                 if bool(rows.any()):
                     with torch.no_grad():
-                        soft = model.unimodal_heads[teacher](enc.embeddings[teacher][rows])
-                    parts["distill"] = stage.distill_weight * distillation_loss(
-                        logits[rows], soft, stage.distill_temperature)
+                        soft = model.unimodal_heads[teacher](enc.embeddings[teacher])
+                    students = [(logits, rows)]
+                    if stage.fusion_detach:  # the soft targets must reach the encoders through their own heads
+                        students += [(model.unimodal_heads[m](enc.embeddings[m]), rows & enc.present[m])
+                                     for m in label_mods]
+                    parts["distill"] = stage.distill_weight * torch.stack([
+                        distillation_loss(student[keep], soft[keep], stage.distill_temperature)
+                        for student, keep in students if bool(keep.any())]).mean()
     if stage.type == "align" or stage.align_weight > 0:
         weight = 1.0 if stage.type == "align" else stage.align_weight
         parts["align"] = weight * alignment_loss(enc.embeddings, enc.present, temperature=stage.temperature)

@@ -17,6 +17,16 @@ from pathlib import Path
 from trainer.datasets import DATASETS
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmg-train", description="Train an MMG model from a recipe.")
     parser.add_argument("recipe", help="recipe name (trainer/recipes/NAME.json) or path to a JSON recipe")
@@ -30,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="stop after N epochs in this invocation; the same command resumes")
-    parser.add_argument("--eval-every", type=int, default=1, metavar="N",
+    parser.add_argument("--eval-every", type=_non_negative_int, default=1, metavar="N",
                         help="log the held-out top-1 every N epochs of a supervised stage (0: only after its "
                              "last epoch; the evaluation is a quarter of a video epoch's time on CPU)")
     return parser
@@ -39,8 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.eval_every < 0:
-        parser.error(f"--eval-every must be >= 0, got {args.eval_every}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 

@@ -236,6 +236,11 @@ class Encoded:
     embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
     present: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def detach(self) -> "Encoded":
+        """The same outputs cut from the encoders' graph (a head trained on them leaves the encoders alone)."""
+        cut = lambda d: {m: x.detach() for m, x in d.items()}  # noqa: E731
+        return Encoded(cut(self.tokens), cut(self.pooled), cut(self.embeddings), dict(self.present))
+
 
 def select_device(preference: str = "auto") -> torch.device:
     """``auto`` → CUDA when available, else CPU; ``cpu``/``cuda`` force one (clear error if absent)."""
