@@ -1,0 +1,82 @@
+# Every training run and table of docs/results.md as make targets, so that `make -j2` runs two
+# at a time in dependency order, each on one torch thread: two one-thread runs side by side get
+# more out of 2 cores than one two-thread run after another (an FSDD epoch: 60 s at two
+# threads alone, 85 s at one thread next to another run). Run through scripts/reproduce_utd.sh.
+# A finished run (its model.safetensors) is not trained again; an interrupted one resumes.
+# Prerequisites are order-only (after `|`): a newer input checkpoint does not retrain a run.
+UTD ?= ../shared/data/utd-mhad
+FSDD ?= ../shared/data/fsdd
+RUNS ?= runs
+BIN ?= .venv/bin
+THREADS ?= 1
+ABLATE_DISTILLATION ?= 0
+TABLES ?= docs/results
+TABLE_THREADS ?= 2
+comma := ,
+U := --dataset utd-mhad --data $(UTD)
+R := $(RUNS)/utd
+# mmg-eval reads the thread count from the environment
+export OMP_NUM_THREADS := $(THREADS)
+
+# train RECIPE, OUT folder, mmg-train arguments
+define train
+@echo "== $(1) -> $(2)"
+@/usr/bin/time -f "   $(1) -> $(2): %e s" $(BIN)/mmg-train $(1) --quiet --eval-every 0 --threads $(THREADS) --out $(2) $(3)
+endef
+SPECIALISTS := --set init.0.checkpoint=$(R)/video/model.safetensors --set init.1.checkpoint=$(R)/imu/model.safetensors
+PLAIN := $(if $(filter 1,$(ABLATE_DISTILLATION)),$(R)/video-plain/model.safetensors)
+
+.PHONY: all $(TABLES)/utd-mhad/tables.md $(TABLES)/fsdd/tables.md $(TABLES)/utd-mhad/late_fusion.jsonl
+# make starts whatever is ready in this order when a job slot frees up: the two long independent
+# runs (FSDD, few-shot) fill one slot while the IMU -> video -> multimodal chain fills the other
+all: $(RUNS)/fsdd/audio/model.safetensors \
+     $(foreach r,imu video regular missing fewshot mlp noalign zeroshot $(if $(PLAIN),video-plain),$(R)/$(r)/model.safetensors) \
+     $(TABLES)/fsdd/tables.md $(TABLES)/utd-mhad/late_fusion.jsonl $(TABLES)/utd-mhad/tables.md
+
+$(R)/imu/model.safetensors:
+	$(call train,unimodal_imu,$(@D),$(U))
+$(R)/video/model.safetensors: | $(R)/imu/model.safetensors
+	$(call train,unimodal_video,$(@D),$(U) --set init.0.checkpoint=$(R)/imu/model.safetensors)
+# optional (ABLATE_DISTILLATION=1): the video specialist without the IMU term
+$(R)/video-plain/model.safetensors:
+	$(call train,unimodal_video,$(@D),$(U) --set 'init=[]' --set 'modalities=["video"]' \
+	  --set 'stages.0.modalities=["video"]' --set 'stages.0.label_modalities=null' --set stages.0.align_weight=0 \
+	  --set stages.0.distill_weight=0 --set 'stages.0.freeze=[]' \
+	  --set 'table.label="ablation: video specialist without IMU distillation"')
+$(R)/regular/model.safetensors: | $(R)/video/model.safetensors
+	$(call train,manyshot_regular,$(@D),$(U) $(SPECIALISTS))
+$(R)/missing/model.safetensors: | $(R)/video/model.safetensors
+	$(call train,manyshot_missing,$(@D),$(U) $(SPECIALISTS))
+$(R)/mlp/model.safetensors: | $(R)/video/model.safetensors
+	$(call train,manyshot_regular,$(@D),$(U) $(SPECIALISTS) --set 'fusion={"kind": "mlp"$(comma) "dim": 128}' \
+	  --set 'table.label="ablation: MLP fusion"')
+$(R)/noalign/model.safetensors: | $(R)/video/model.safetensors
+	$(call train,manyshot_regular,$(@D),$(U) $(SPECIALISTS) --set stages.0.align_weight=0 \
+	  --set 'table.label="ablation: no alignment loss"')
+$(R)/zeroshot/model.safetensors: | $(R)/imu/model.safetensors
+	$(call train,manyshot_zeroshot,$(@D),$(U) --set init.0.checkpoint=$(R)/imu/model.safetensors)
+$(R)/fewshot/model.safetensors:
+	$(call train,fewshot_meta,$(@D),$(U))
+$(RUNS)/fsdd/audio/model.safetensors:
+	$(call train,unimodal_audio,$(@D),--dataset fsdd --data $(FSDD))
+
+# the tables are made again on every call; the UTD one comes last, when nothing else runs
+UTD_TABLE_RUNS := video $(if $(PLAIN),video-plain) imu regular missing mlp noalign zeroshot fewshot
+$(TABLES)/utd-mhad/tables.md: | $(foreach r,$(UTD_TABLE_RUNS),$(R)/$(r)/model.safetensors)
+	@echo "== table utd-mhad"
+	@OMP_NUM_THREADS=$(TABLE_THREADS) /usr/bin/time -f "   table utd-mhad: %e s" $(BIN)/mmg-eval table $(U) --out $(@D) \
+	  $(foreach r,$(UTD_TABLE_RUNS),--checkpoint $(R)/$(r)/model.safetensors) \
+	  --checkpoint $(R)/fewshot/stage-base-video.safetensors
+$(TABLES)/fsdd/tables.md: | $(RUNS)/fsdd/audio/model.safetensors
+	@echo "== table fsdd"
+	@/usr/bin/time -f "   table fsdd: %e s" $(BIN)/mmg-eval table --dataset fsdd --data $(FSDD) --out $(@D) \
+	  --checkpoint $(RUNS)/fsdd/audio/model.safetensors
+# late fusion: the fused classifier and the unimodal heads together, no retraining
+$(TABLES)/utd-mhad/late_fusion.jsonl: | $(R)/regular/model.safetensors $(R)/missing/model.safetensors
+	@echo "== late-fusion scoring"
+	@mkdir -p $(@D) && rm -f $@.part
+	@for run in regular missing; do for mods in video,imu imu video; do \
+	  printf '{"run": "%s", "modalities": "%s", "result": %s}\n' "$$run" "$$mods" "$$($(BIN)/mmg-eval accuracy \
+	    --checkpoint $(R)/$$run/model.safetensors $(U) --modalities $$mods --classifier ensemble --json)" >> $@.part \
+	  || exit 1; done; done
+	@mv $@.part $@ && cat $@

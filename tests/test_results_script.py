@@ -1,0 +1,175 @@
+"""scripts/results.mk (run by `make results`): which runs, in which order, two at a time.
+
+The real mmg-train / mmg-eval are replaced by small shell stand-ins that log their arguments,
+check that every checkpoint they are told to start from exists, and write the files a real run
+writes; the recipes and --set overrides they were given are then loaded by the real trainer code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from trainer.run import apply_override, load_recipe
+from trainer.stages import StageConfig
+from trainer.train_cli import build_parser
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = ("imu", "video", "regular", "missing", "mlp", "noalign", "zeroshot", "fewshot")
+
+FAKE_TRAIN = r"""#!/usr/bin/env bash
+# stand-in for mmg-train: log argv, refuse a missing init checkpoint, "train" for a moment
+set -u
+printf '%s\n' "$(printf '%q ' "$@")" >> "$LOG_DIR/train.argv"
+recipe=$1; out=""; threads=""; args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case ${args[i]} in
+    --out) out=${args[i+1]} ;;
+    --threads) threads=${args[i+1]} ;;
+    --set) case ${args[i+1]} in init.*.checkpoint=*)
+             ckpt=${args[i+1]#*=}; [ -f "$ckpt" ] || { echo "missing init $ckpt" >&2; exit 3; } ;; esac ;;
+  esac
+done
+[ "$recipe" = "${FAIL_RECIPE:-}" ] && { echo "failing on purpose" >&2; exit 1; }
+mkdir -p "$LOG_DIR/running"; touch "$LOG_DIR/running/$$"
+ls "$LOG_DIR/running" | wc -l >> "$LOG_DIR/concurrency"
+echo "$recipe $out threads=$threads omp=${OMP_NUM_THREADS:-}" >> "$LOG_DIR/train.log"
+sleep 0.3
+mkdir -p "$out" && touch "$out/model.safetensors"
+[ "$recipe" = fewshot_meta ] && touch "$out/stage-base-video.safetensors"
+rm "$LOG_DIR/running/$$"
+"""
+
+FAKE_EVAL = r"""#!/usr/bin/env bash
+# stand-in for mmg-eval: `table` writes the checkpoints it got, `accuracy` prints a result
+set -u
+printf '%s\n' "$(printf '%q ' "$@")" >> "$LOG_DIR/eval.argv"
+if [ "$1" = table ]; then
+  out=""; ckpts=(); args=("$@")
+  for ((i = 0; i < ${#args[@]}; i++)); do
+    case ${args[i]} in
+      --out) out=${args[i+1]} ;;
+      --checkpoint) [ -f "${args[i+1]}" ] || { echo "missing ${args[i+1]}" >&2; exit 3; }; ckpts+=("${args[i+1]}") ;;
+    esac
+  done
+  mkdir -p "$out" && printf '%s\n' "${ckpts[@]}" > "$out/tables.md"
+else
+  echo '{"top1": 0.5, "n": 323}'
+fi
+"""
+
+
+def _fake_bin(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("mmg-train", FAKE_TRAIN), ("mmg-eval", FAKE_EVAL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+def _run_make(tmp_path: Path, *extra: str, env: dict[str, str] | None = None, jobs: int = 2) -> subprocess.CompletedProcess:
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    return subprocess.run(
+        ["make", "--no-print-directory", f"-j{jobs}", "-f", str(REPO / "scripts/results.mk"),
+         f"RUNS={tmp_path / 'runs'}", f"BIN={tmp_path / 'bin'}", f"TABLES={tmp_path / 'tables'}",
+         "UTD=/data/utd", "FSDD=/data/fsdd", *extra],
+        cwd=REPO, env={**os.environ, "LOG_DIR": str(logs), **(env or {})},
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def _train_calls(tmp_path: Path) -> list[list[str]]:
+    path = tmp_path / "logs" / "train.argv"
+    return [shlex.split(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None or not Path("/usr/bin/time").exists(),
+                                reason="needs GNU make and /usr/bin/time (make system-deps)")
+
+
+def test_every_run_is_trained_once_two_at_a_time_then_the_tables(tmp_path: Path) -> None:
+    _fake_bin(tmp_path)
+    done = _run_make(tmp_path)
+    assert done.returncode == 0, done.stderr
+    runs = tmp_path / "runs"
+    outs = sorted(call[call.index("--out") + 1] for call in _train_calls(tmp_path))
+    assert outs == sorted([str(runs / "utd" / r) for r in RUNS] + [str(runs / "fsdd" / "audio")])
+    log = (tmp_path / "logs" / "train.log").read_text().splitlines()
+    assert all(line.endswith("threads=1 omp=1") for line in log), log
+    # two jobs side by side (the FSDD run starts next to the IMU specialist), never more
+    counts = [int(n) for n in (tmp_path / "logs" / "concurrency").read_text().split()]
+    assert max(counts) == 2
+    # the chain's order: every run started after the runs it is initialised from finished
+    # (the stand-in exits 3 on a missing init checkpoint, so success already says so)
+    order = [line.split()[1] for line in log]
+    assert order.index(str(runs / "utd/imu")) < order.index(str(runs / "utd/video")) < order.index(str(runs / "utd/regular"))
+    # the tables: the UTD one lists the checkpoints in the documented row order
+    utd_table = (tmp_path / "tables/utd-mhad/tables.md").read_text().split()
+    assert utd_table == [str(runs / "utd" / r / "model.safetensors") for r in
+                         ("video", "imu", "regular", "missing", "mlp", "noalign", "zeroshot", "fewshot")] \
+        + [str(runs / "utd/fewshot/stage-base-video.safetensors")]
+    assert (tmp_path / "tables/fsdd/tables.md").read_text().split() == [str(runs / "fsdd/audio/model.safetensors")]
+    late = [json.loads(line) for line in (tmp_path / "tables/utd-mhad/late_fusion.jsonl").read_text().splitlines()]
+    assert [(r["run"], r["modalities"]) for r in late] == [
+        (run, mods) for run in ("regular", "missing") for mods in ("video,imu", "imu", "video")]
+    assert all(r["result"] == {"top1": 0.5, "n": 323} for r in late)
+
+    # a second call trains nothing again, but makes the tables again
+    (tmp_path / "logs" / "train.argv").unlink()
+    (tmp_path / "logs" / "eval.argv").unlink()
+    again = _run_make(tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert _train_calls(tmp_path) == []
+    assert len((tmp_path / "logs" / "eval.argv").read_text().splitlines()) == 2 + 6
+
+
+def test_each_run_waits_for_the_checkpoints_it_starts_from_even_with_free_job_slots(tmp_path: Path) -> None:
+    # with 16 slots every run whose prerequisites are not declared would start at once and find
+    # its init checkpoint missing (the stand-in exits 3); the tables likewise
+    _fake_bin(tmp_path)
+    done = _run_make(tmp_path, "ABLATE_DISTILLATION=1", jobs=16)
+    assert done.returncode == 0, done.stderr
+    assert max(int(n) for n in (tmp_path / "logs" / "concurrency").read_text().split()) >= 3
+
+
+def test_the_recipes_and_overrides_it_passes_load_into_valid_stages(tmp_path: Path) -> None:
+    _fake_bin(tmp_path)
+    done = _run_make(tmp_path, "ABLATE_DISTILLATION=1")
+    assert done.returncode == 0, done.stderr
+    calls = _train_calls(tmp_path)
+    assert len(calls) == len(RUNS) + 2  # + FSDD + the plain-video ablation
+    for call in calls:
+        args = build_parser().parse_args(call)
+        recipe = load_recipe(args.recipe)
+        for assignment in args.set:
+            raw = assignment.split("=", 1)[1]
+            if raw[:1] in ("[", "{", '"'):  # meant as JSON: a quoting slip would leave it a string
+                json.loads(raw)
+            apply_override(recipe, assignment)
+        for stage in recipe["stages"]:
+            StageConfig.from_dict(stage)
+        if args.out.name == "mlp":
+            assert recipe["fusion"] == {"kind": "mlp", "dim": 128}
+        if args.out.name == "video-plain":
+            assert recipe["init"] == [] and recipe["stages"][0]["distill_weight"] == 0
+
+
+def test_a_failed_run_stops_make_with_an_error_and_no_tables(tmp_path: Path) -> None:
+    _fake_bin(tmp_path)
+    done = _run_make(tmp_path, env={"FAIL_RECIPE": "unimodal_video"})
+    assert done.returncode != 0
+    assert "failing on purpose" in done.stderr
+    runs = tmp_path / "runs" / "utd"
+    assert (runs / "imu" / "model.safetensors").exists()
+    # nothing that needs the video specialist ran, nor any table
+    assert not any((runs / r / "model.safetensors").exists() for r in ("video", "regular", "missing", "mlp", "noalign"))
+    assert not (tmp_path / "tables" / "utd-mhad" / "tables.md").exists()
+    assert not (tmp_path / "tables" / "utd-mhad" / "late_fusion.jsonl").exists()
