@@ -1,7 +1,13 @@
 # Every training run and table of docs/results.md as make targets, so that `make -j2` runs two
-# at a time in dependency order, each on one torch thread: two one-thread runs side by side get
-# more out of 2 cores than one two-thread run after another (an FSDD epoch: 60 s at two
-# threads alone, 85 s at one thread next to another run). Run through scripts/reproduce_utd.sh.
+# at a time, each on one torch thread: two one-thread runs side by side get more out of 2 cores
+# than one two-thread run after another (an FSDD epoch: 60 s at two threads alone, 85 s at one
+# thread next to another run). Run through scripts/reproduce_utd.sh.
+# The schedule is two lanes of about equal length (one-thread times on a slow 2-core machine):
+#   lane 1: IMU (240 s) -> video (820) -> regular (360) -> missing (250) -> MLP (290) -> zero-shot (540)
+#   lane 2: FSDD (1500) -> few-shot (970) -> no-alignment (340)
+# A run's prerequisites are the checkpoints it starts from plus the run before it in its lane
+# (marked "lane"): make -j starts whatever is ready in list order, so without the lanes an
+# independent run would take the slot the IMU -> video chain needs next.
 # A finished run (its model.safetensors) is not trained again; an interrupted one resumes.
 # Prerequisites are order-only (after `|`): a newer input checkpoint does not retrain a run.
 UTD ?= ../shared/data/utd-mhad
@@ -27,8 +33,6 @@ SPECIALISTS := --set init.0.checkpoint=$(R)/video/model.safetensors --set init.1
 PLAIN := $(if $(filter 1,$(ABLATE_DISTILLATION)),$(R)/video-plain/model.safetensors)
 
 .PHONY: all $(TABLES)/utd-mhad/tables.md $(TABLES)/fsdd/tables.md $(TABLES)/utd-mhad/late_fusion.jsonl
-# make starts whatever is ready in this order when a job slot frees up: the two long independent
-# runs (FSDD, few-shot) fill one slot while the IMU -> video -> multimodal chain fills the other
 all: $(RUNS)/fsdd/audio/model.safetensors \
      $(foreach r,imu video regular missing fewshot mlp noalign zeroshot $(if $(PLAIN),video-plain),$(R)/$(r)/model.safetensors) \
      $(TABLES)/fsdd/tables.md $(TABLES)/utd-mhad/late_fusion.jsonl $(TABLES)/utd-mhad/tables.md
@@ -38,24 +42,24 @@ $(R)/imu/model.safetensors:
 $(R)/video/model.safetensors: | $(R)/imu/model.safetensors
 	$(call train,unimodal_video,$(@D),$(U) --set init.0.checkpoint=$(R)/imu/model.safetensors)
 # optional (ABLATE_DISTILLATION=1): the video specialist without the IMU term
-$(R)/video-plain/model.safetensors:
+$(R)/video-plain/model.safetensors: | $(R)/noalign/model.safetensors # lane
 	$(call train,unimodal_video,$(@D),$(U) --set 'init=[]' --set 'modalities=["video"]' \
 	  --set 'stages.0.modalities=["video"]' --set 'stages.0.label_modalities=null' --set stages.0.align_weight=0 \
 	  --set stages.0.distill_weight=0 --set 'stages.0.freeze=[]' \
 	  --set 'table.label="ablation: video specialist without IMU distillation"')
 $(R)/regular/model.safetensors: | $(R)/video/model.safetensors
 	$(call train,manyshot_regular,$(@D),$(U) $(SPECIALISTS))
-$(R)/missing/model.safetensors: | $(R)/video/model.safetensors
+$(R)/missing/model.safetensors: | $(R)/video/model.safetensors $(R)/regular/model.safetensors # lane
 	$(call train,manyshot_missing,$(@D),$(U) $(SPECIALISTS))
-$(R)/mlp/model.safetensors: | $(R)/video/model.safetensors
+$(R)/mlp/model.safetensors: | $(R)/video/model.safetensors $(R)/missing/model.safetensors # lane
 	$(call train,manyshot_regular,$(@D),$(U) $(SPECIALISTS) --set 'fusion={"kind": "mlp"$(comma) "dim": 128}' \
 	  --set 'table.label="ablation: MLP fusion"')
-$(R)/noalign/model.safetensors: | $(R)/video/model.safetensors
+$(R)/noalign/model.safetensors: | $(R)/video/model.safetensors $(R)/fewshot/model.safetensors # lane
 	$(call train,manyshot_regular,$(@D),$(U) $(SPECIALISTS) --set stages.0.align_weight=0 \
 	  --set 'table.label="ablation: no alignment loss"')
-$(R)/zeroshot/model.safetensors: | $(R)/imu/model.safetensors
+$(R)/zeroshot/model.safetensors: | $(R)/imu/model.safetensors $(R)/mlp/model.safetensors # lane
 	$(call train,manyshot_zeroshot,$(@D),$(U) --set init.0.checkpoint=$(R)/imu/model.safetensors)
-$(R)/fewshot/model.safetensors:
+$(R)/fewshot/model.safetensors: | $(RUNS)/fsdd/audio/model.safetensors # lane
 	$(call train,fewshot_meta,$(@D),$(U))
 $(RUNS)/fsdd/audio/model.safetensors:
 	$(call train,unimodal_audio,$(@D),--dataset fsdd --data $(FSDD))
