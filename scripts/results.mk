@@ -2,34 +2,24 @@
 # at a time, each on one torch thread: two one-thread runs side by side get more out of 2 cores
 # than one two-thread run after another (an FSDD epoch: 60 s at two threads alone, 85 s at one
 # thread next to another run). Run through scripts/reproduce_utd.sh.
-# The schedule is two lanes of about equal length (one-thread times measured side by side on a
-# slow 2-core machine, 2026-11-28; the FSDD table and late-fusion scores take the first free slot):
-#   lane 1: IMU (212 s) -> video (890) -> regular (412) -> missing (272) -> MLP (383) -> zero-shot (626)
-#   lane 2: FSDD (1667) -> few-shot (1168) -> no-alignment (402)
+# The schedule is two lanes of about equal length (the FSDD table and late-fusion scores take the
+# first free slot):
+#   lane 1: IMU -> video -> regular -> missing -> MLP -> no-alignment -> zero-shot
+#   lane 2: FSDD -> few-shot
 # A run's prerequisites are the checkpoints it starts from plus the run before it in its lane
 # (marked "lane"): make -j starts whatever is ready in list order, so without the lanes an
 # independent run would take the slot the IMU -> video chain needs next.
 # A finished run (its model.safetensors) is not trained again; an interrupted one resumes.
 # Prerequisites are order-only (after `|`): a newer input checkpoint does not retrain a run.
+# The train command and the FSDD audio run (shared with the default model): scripts/runs.mk.
+include $(dir $(lastword $(MAKEFILE_LIST)))runs.mk
+.DEFAULT_GOAL := all
 UTD ?= ../shared/data/utd-mhad
-FSDD ?= ../shared/data/fsdd
-RUNS ?= runs
-BIN ?= .venv/bin
-THREADS ?= 1
 ABLATE_DISTILLATION ?= 0
 TABLES ?= docs/results
 TABLE_THREADS ?= 2
-comma := ,
 U := --dataset utd-mhad --data $(UTD)
 R := $(RUNS)/utd
-# mmg-eval reads the thread count from the environment
-export OMP_NUM_THREADS := $(THREADS)
-
-# train RECIPE, OUT folder, mmg-train arguments
-define train
-@echo "== $(1) -> $(2)"
-@/usr/bin/time -f "   $(1) -> $(2): %e s" $(BIN)/mmg-train $(1) --quiet --eval-every 0 --threads $(THREADS) --out $(2) $(3)
-endef
 SPECIALISTS := --set init.0.checkpoint=$(R)/video/model.safetensors --set init.1.checkpoint=$(R)/imu/model.safetensors
 PLAIN := $(if $(filter 1,$(ABLATE_DISTILLATION)),$(R)/video-plain/model.safetensors)
 
@@ -43,7 +33,7 @@ $(R)/imu/model.safetensors:
 $(R)/video/model.safetensors: | $(R)/imu/model.safetensors
 	$(call train,unimodal_video,$(@D),$(U) --set init.0.checkpoint=$(R)/imu/model.safetensors)
 # optional (ABLATE_DISTILLATION=1): the video specialist without the IMU term
-$(R)/video-plain/model.safetensors: | $(R)/noalign/model.safetensors # lane
+$(R)/video-plain/model.safetensors: | $(R)/fewshot/model.safetensors # lane
 	$(call train,unimodal_video,$(@D),$(U) --set 'init=[]' --set 'modalities=["video"]' \
 	  --set 'stages.0.modalities=["video"]' --set 'stages.0.label_modalities=null' --set stages.0.align_weight=0 \
 	  --set stages.0.distill_weight=0 --set 'stages.0.freeze=[]' \
@@ -55,15 +45,13 @@ $(R)/missing/model.safetensors: | $(R)/video/model.safetensors $(R)/regular/mode
 $(R)/mlp/model.safetensors: | $(R)/video/model.safetensors $(R)/missing/model.safetensors # lane
 	$(call train,manyshot_regular,$(@D),$(U) $(SPECIALISTS) --set 'fusion={"kind": "mlp"$(comma) "dim": 128}' \
 	  --set 'table.label="ablation: MLP fusion"')
-$(R)/noalign/model.safetensors: | $(R)/video/model.safetensors $(R)/fewshot/model.safetensors # lane
+$(R)/noalign/model.safetensors: | $(R)/video/model.safetensors $(R)/mlp/model.safetensors # lane
 	$(call train,manyshot_regular,$(@D),$(U) $(SPECIALISTS) --set stages.0.align_weight=0 \
 	  --set 'table.label="ablation: no alignment loss"')
-$(R)/zeroshot/model.safetensors: | $(R)/imu/model.safetensors $(R)/mlp/model.safetensors # lane
+$(R)/zeroshot/model.safetensors: | $(R)/imu/model.safetensors $(R)/noalign/model.safetensors # lane
 	$(call train,manyshot_zeroshot,$(@D),$(U) --set init.0.checkpoint=$(R)/imu/model.safetensors)
 $(R)/fewshot/model.safetensors: | $(RUNS)/fsdd/audio/model.safetensors # lane
 	$(call train,fewshot_meta,$(@D),$(U))
-$(RUNS)/fsdd/audio/model.safetensors:
-	$(call train,unimodal_audio,$(@D),--dataset fsdd --data $(FSDD))
 
 # the tables are made again on every call; the UTD one comes last, when nothing else runs
 UTD_TABLE_RUNS := video $(if $(PLAIN),video-plain) imu regular missing mlp noalign zeroshot fewshot
