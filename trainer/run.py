@@ -204,9 +204,10 @@ class RunContext:
 def use_training_layout(model: MMGModel) -> MMGModel:
     """Store every 3-D convolution's weight channels-last (NDHWC), in place; returns ``model``.
 
-    Training batches run those convolutions faster in that layout (the lite video encoder, one
-    CPU thread, batch 16: 0.84 vs 1.08 s a step, benchmarks/training_step.py); a live window
-    (batch 1) runs faster in the default layout (38 vs 44 ms), so only the trainer uses it.
+    Training batches run those convolutions faster in that layout (a lite video+IMU training
+    step, one CPU thread, batch 16: 1.08 vs 1.43 s, benchmarks/training_step.py); a live window
+    (batch 1) runs faster in the default layout (video encoder 38 vs 45 ms), so only the trainer
+    uses it. CUDA gets the same layout (cuDNN has channels-last 3-D kernels; not timed here).
     Checkpoints store contiguous tensors either way; loading copies values into this layout.
     """
     for module in model.modules():
