@@ -2,10 +2,11 @@
 # at a time, each on one torch thread: two one-thread runs side by side get more out of 2 cores
 # than one two-thread run after another (an FSDD epoch: 60 s at two threads alone, 85 s at one
 # thread next to another run). Run through scripts/reproduce_utd.sh.
-# The schedule is two lanes of about equal length (the FSDD table and late-fusion scores take the
-# first free slot):
-#   lane 1: IMU -> video -> regular -> missing -> MLP -> no-alignment -> zero-shot
-#   lane 2: FSDD -> few-shot
+# The schedule is two lanes of about equal length (one-thread times measured side by side on a
+# slow 2-core machine, 2026-11-28; the FSDD table and late-fusion scores take the first free slot):
+#   lane 1: IMU (263 s) -> video (872) -> regular (346) -> missing (221) -> MLP (274)
+#           -> no-alignment (328) -> zero-shot (455)
+#   lane 2: FSDD (1831) -> few-shot (893)
 # A run's prerequisites are the checkpoints it starts from plus the run before it in its lane
 # (marked "lane"): make -j starts whatever is ready in list order, so without the lanes an
 # independent run would take the slot the IMU -> video chain needs next.
