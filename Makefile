@@ -52,7 +52,7 @@ bench: venv
 clean:
 	rm -rf $(VENV) build *.egg-info
 
-# Every row of docs/results.md (UTD-MHAD + FSDD from ../shared/data; two one-thread runs at a time, 49 min on a slow 2-core machine).
+# Every row of docs/results.md (UTD-MHAD + FSDD from ../shared/data; two one-thread runs at a time, 56 min on a slow 2-core machine).
 results: venv
 	scripts/reproduce_utd.sh $${MMG_DATA:-../shared/data}/utd-mhad $${MMG_DATA:-../shared/data}/fsdd runs
 

@@ -3,10 +3,10 @@
 # than one two-thread run after another (an FSDD epoch: 60 s at two threads alone, 85 s at one
 # thread next to another run). Run through scripts/reproduce_utd.sh.
 # The schedule is two lanes of about equal length (one-thread times measured side by side on a
-# slow 2-core machine, 2026-11-28; the FSDD table and late-fusion scores take the first free slot):
-#   lane 1: IMU (263 s) -> video (872) -> regular (346) -> missing (221) -> MLP (274)
-#           -> no-alignment (328) -> zero-shot (455)
-#   lane 2: FSDD (1831) -> few-shot (893)
+# 2-core machine, 2026-11-28; the FSDD table and late-fusion scores take the first free slot):
+#   lane 1: IMU (212 s) -> video (890) -> regular (412) -> missing (272) -> MLP (383)
+#           -> no-alignment (402) -> zero-shot (626)
+#   lane 2: FSDD (1667) -> few-shot (1168)
 # A run's prerequisites are the checkpoints it starts from plus the run before it in its lane
 # (marked "lane"): make -j starts whatever is ready in list order, so without the lanes an
 # independent run would take the slot the IMU -> video chain needs next.

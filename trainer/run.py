@@ -201,21 +201,6 @@ class RunContext:
     eval_every: int = 1  # test top-1 every N epochs of a supervised stage; 0: only after its last epoch
 
 
-def use_training_layout(model: MMGModel) -> MMGModel:
-    """Store every 3-D convolution's weight channels-last (NDHWC), in place; returns ``model``.
-
-    Training batches run those convolutions faster in that layout (a lite video+IMU training
-    step, one CPU thread, batch 16: 1.08 vs 1.43 s, benchmarks/training_step.py); a live window
-    (batch 1) runs faster in the default layout (video encoder 38 vs 45 ms), so only the trainer
-    uses it. CUDA gets the same layout (cuDNN has channels-last 3-D kernels; not timed here).
-    Checkpoints store contiguous tensors either way; loading copies values into this layout.
-    """
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv3d):
-            module.to(memory_format=torch.channels_last_3d)
-    return model
-
-
 def _evaluate_now(eval_every: int, epoch: int, epochs: int) -> bool:
     """Whether the 0-based ``epoch`` of a stage of ``epochs`` logs its test top-1 (the last one always does)."""
     return epoch + 1 == epochs or (eval_every > 0 and (epoch + 1) % eval_every == 0)
@@ -298,7 +283,7 @@ def train(ctx: RunContext) -> Path:
         if test_clips:
             test_set = build_window_set(test_clips, config.specs, modalities, [0.0], cache)
 
-    model = use_training_layout(MMGModel(config, class_names).to(ctx.device))
+    model = MMGModel(config, class_names).to(ctx.device)
     if state is None:
         _init_parts(model, recipe, ctx.device)
     else:
