@@ -231,7 +231,6 @@ def test_mean_fusion_averages_unit_embeddings():
     cfg.fusion = {"kind": "mean"}
     torch.manual_seed(0)
     model = build_model(cfg, ["a", "b", "c"]).eval()
-    inputs = {"imu": torch.randn(3, 6, 150), "video": torch.randn(3, 1, 16, 64, 64)}
     with torch.no_grad():
         enc = model.encode_batch(inputs, {"imu": torch.tensor([True, True, False]),
                                           "video": torch.tensor([True, False, True])})
@@ -246,3 +245,45 @@ def test_mean_fusion_averages_unit_embeddings():
         model.projections["video"].bias.mul_(7.0)
         after = model.fuse(model.encode_batch(inputs))
     torch.testing.assert_close(after, before)  # 7x longer video embeddings, same fused vector
+
+
+def test_centred_mean_fusion_subtracts_each_modality_centre():
+    """``"centre": true``: unit embedding minus the modality's centre, back on the sphere, then averaged;
+    an absent modality still adds nothing, and without the flag the weights carry no centres."""
+    import torch.nn.functional as F
+
+    plain_cfg = get_config("lite")
+    plain_cfg.fusion = {"kind": "mean"}
+    torch.manual_seed(0)
+    plain = build_model(plain_cfg, ["a", "b", "c"]).eval()
+    assert not plain.centred and "modality_centres" not in plain.state_dict()
+    with pytest.raises(ValueError, match="centre"):
+        plain.set_modality_centres({"imu": torch.zeros(plain.config.embed_dim)})
+
+    cfg = get_config("lite")
+    cfg.fusion = {"kind": "mean", "centre": True}
+    torch.manual_seed(0)
+    model = build_model(cfg, ["a", "b", "c"]).eval()
+    assert model.centred and model.state_dict()["modality_centres"].shape == (len(model.modalities), cfg.embed_dim)
+    d = cfg.embed_dim
+    inputs = {"imu": torch.randn(3, 6, 150), "video": torch.randn(3, 1, 16, 64, 64)}
+    with torch.no_grad():  # centres not estimated yet (zeros): exactly the uncentred fusion
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "modality_centres"})
+        assert torch.equal(model.fuse(model.encode_batch(inputs)), plain.fuse(plain.encode_batch(inputs)))
+    centres = {"imu": torch.full((d,), 0.05), "video": torch.linspace(-0.2, 0.2, d)}
+    model.set_modality_centres(centres)
+    with pytest.raises(ValueError, match="shape"):
+        model.set_modality_centres({"imu": torch.zeros(d + 1)})
+    with pytest.raises(ValueError, match="no encoder"):
+        model.set_modality_centres({"depth": torch.zeros(d)})
+    inputs = {"imu": torch.randn(3, 6, 150), "video": torch.randn(3, 1, 16, 64, 64)}
+    with torch.no_grad():
+        enc = model.encode_batch(inputs, {"imu": torch.tensor([True, True, False]),
+                                          "video": torch.tensor([True, False, True])})
+        fused = model.fuse(enc)
+        unit = {m: F.normalize(F.normalize(e, dim=-1) - centres[m], dim=-1) for m, e in enc.embeddings.items()}
+        torch.testing.assert_close(fused[0], (unit["imu"][0] + unit["video"][0]) / 2)
+        torch.testing.assert_close(fused[1], unit["imu"][1])  # video absent: its -centre is not added
+        torch.testing.assert_close(fused[2], unit["video"][2])
+        # the same weights without centres give a different embedding (the centres are used)
+        assert not torch.allclose(plain.fuse(plain.encode_batch(inputs)), model.fuse(model.encode_batch(inputs)))

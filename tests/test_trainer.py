@@ -197,3 +197,60 @@ def test_meta_stage_trains_its_ce_term_only_when_weighted(utd_mhad_dir, tmp_path
         assert record["ce"] > 0 and record["loss"] == pytest.approx(record["proto"] + record["ce"], rel=1e-4)
     else:
         assert "ce" not in record
+
+
+def _centre_recipe(stages: list[dict], centre: bool = True) -> dict:
+    recipe = _imu_recipe()
+    recipe.update(name="test-centre", fusion={"kind": "mean", "centre": centre}, stages=stages)
+    return recipe
+
+
+_CENTRE = {"name": "centre", "type": "centre", "modalities": ["imu"]}
+
+
+def test_centre_stage_stores_the_mean_unit_embedding_of_the_training_windows(utd_mhad_dir, tmp_path):
+    import torch.nn.functional as F
+
+    from trainer.datasets import load_clips
+    from trainer.windows import build_window_set
+
+    recipe = _centre_recipe([_imu_recipe(epochs=1)["stages"][0], _CENTRE])
+    final = train(_ctx(recipe, utd_mhad_dir, tmp_path / "run"))
+    before, _ = load_checkpoint(tmp_path / "run" / "stage-imu.safetensors", device="cpu")
+    after, _ = load_checkpoint(final, device="cpu")
+    assert not before.modality_centres.any()  # zeros until the centre stage
+    clips = load_clips("utd-mhad", utd_mhad_dir, ["1"], ["imu"], None).clips
+    windows = build_window_set(clips, before.config.specs, ["imu"], recipe["window_offsets"])
+    assert windows.n_windows == 2 and len(windows) > 20
+    with torch.no_grad():
+        units = [F.normalize(before.projections["imu"](before.encoders["imu"](windows.tensors["imu"][:, w].float())[1]),
+                             dim=-1) for w in range(windows.n_windows)]
+    expected = torch.cat(units).mean(0)
+    torch.testing.assert_close(after.modality_centres[after.modalities.index("imu")], expected, atol=1e-5, rtol=1e-4)
+    assert 0.0 < float(expected.norm()) < 1.0
+    for key, value in before.state_dict().items():  # the stage trains nothing
+        if key != "modality_centres":
+            assert torch.equal(after.state_dict()[key], value), key
+    record = json.loads((tmp_path / "run" / "state.json").read_text())["history"][-1]
+    assert record["stage"] == "centre" and record["centre_norm_imu"] == pytest.approx(float(expected.norm()), abs=1e-3)
+
+
+def test_a_run_resumed_after_the_centre_stage_keeps_the_centres(utd_mhad_dir, tmp_path):
+    stages = [_CENTRE, _imu_recipe(epochs=2)["stages"][0]]
+    full = train(_ctx(_centre_recipe(stages), utd_mhad_dir, tmp_path / "full"))
+    # stopped right after the centre stage, before any epoch of the next: last.safetensors holds the centres
+    train(_ctx(_centre_recipe(stages), utd_mhad_dir, tmp_path / "partial", max_epochs=0))
+    state = json.loads((tmp_path / "partial" / "state.json").read_text())
+    assert state["stage"] == 1 and state["epoch"] == 0
+    resumed = train(_ctx(_centre_recipe(stages), utd_mhad_dir, tmp_path / "partial"))
+    a, _ = load_checkpoint(full, device="cpu")
+    b, _ = load_checkpoint(resumed, device="cpu")
+    assert a.modality_centres.any()
+    torch.testing.assert_close(b.modality_centres, a.modality_centres)
+    for key, value in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[key], value, atol=1e-6, rtol=1e-5, msg=key)
+
+
+def test_centre_stage_without_centred_fusion_is_a_clear_error(utd_mhad_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"stage 'centre' \(type centre\) needs .*\"centre\": true"):
+        train(_ctx(_centre_recipe([_CENTRE], centre=False), utd_mhad_dir, tmp_path / "run"))

@@ -32,7 +32,8 @@ from mmg_live.models.registry import get_config
 from trainer.data.cache import Cache
 from trainer.data.clip import Clip
 from trainer.datasets import default_groups, load_clips
-from trainer.stages import (StageConfig, allreduce_gradients, make_optimizer, plan_epoch, run_epoch)
+from trainer.stages import (StageConfig, allreduce_gradients, estimate_modality_centres, make_optimizer, plan_epoch,
+                            run_epoch)
 from trainer.windows import WindowSet, build_window_set, make_views
 
 log = logging.getLogger("mmg-train")
@@ -304,6 +305,9 @@ def train(ctx: RunContext) -> Path:
     for stage_index, stage in enumerate(stages):
         if stage_index < state["stage"]:
             continue
+        if stage.type == "centre":
+            _centre_stage(ctx, model, stage, stage_index, train_set, state)
+            continue
         optimizer = make_optimizer(model, stage)
         start_epoch = state["epoch"] if stage_index == state["stage"] else 0
         if start_epoch > 0 and (out / "optimizer.safetensors").is_file():
@@ -350,6 +354,28 @@ def train(ctx: RunContext) -> Path:
     if writer is not None:
         writer.close()
     return final
+
+
+def _centre_stage(ctx: RunContext, model: MMGModel, stage: StageConfig, stage_index: int,
+                  train_set: WindowSet, state: dict[str, Any]) -> None:
+    """Store the modality centres of ``stage.modalities`` (no training; every rank computes the same)."""
+    if not model.centred:
+        raise ValueError(f"stage {stage.name!r} (type centre) needs the recipe's fusion to be "
+                         f'{{"kind": "mean", "centre": true}}, got {model.config.fusion}')
+    started = time.time()
+    centres = estimate_modality_centres(model, train_set, stage.modalities)
+    model.set_modality_centres(centres)
+    record = {"stage": stage.name, "seconds": round(time.time() - started, 1),
+              **{f"centre_norm_{m}": round(float(c.norm()), 4) for m, c in centres.items()}}
+    state["history"].append(record)
+    log.info("%s", json.dumps(record))
+    if ctx.rank == 0:
+        save_checkpoint(ctx.out / f"stage-{stage.name}.safetensors", model,
+                        training=_training_info(ctx.recipe, state, after_stage=stage.name))
+        state.update(stage=stage_index + 1, epoch=0, step=0)
+        # a resume loads last.safetensors: it must hold the centres before state.json moves on
+        save_checkpoint(ctx.out / "last.safetensors", model, training=_training_info(ctx.recipe, state))
+        _write_json(ctx.out / "state.json", state)
 
 
 def _mark_trained(model: MMGModel, stage: StageConfig) -> None:

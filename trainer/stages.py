@@ -11,6 +11,10 @@ which modalities are fed and which losses are summed:
 * ``align``: the alignment loss only (no labels): unsupervised multimodal pre-training.
 * ``meta``: episodes of N-way K-shot; support embedded with one modality set, queries with
   another; cross-modal prototypical loss (+ optional CE).
+
+A ``centre`` stage trains nothing: it stores each modality's mean unit embedding over every
+window of the training clips in the model (centred mean fusion, see
+:meth:`~mmg_live.models.mmg.MMGModel.unit_embedding`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from trainer.data.episodes import EpisodeSampler
 from trainer.losses import alignment_loss, cross_entropy, distillation_loss, prototypical_loss
 from trainer.windows import WindowSet
 
-STAGE_TYPES = ("supervised", "align", "meta")
+STAGE_TYPES = ("supervised", "align", "meta", "centre")
 
 
 @dataclass
@@ -103,6 +107,37 @@ class StageConfig:
 def embed(model: MMGModel, enc: Encoded, modalities: Sequence[str]) -> torch.Tensor:
     """The L2-normalised fused embedding of a modality set: what prototypes are made of."""
     return F.normalize(model.fuse(enc, list(modalities)), dim=-1)
+
+
+@torch.no_grad()
+def estimate_modality_centres(model: MMGModel, data: WindowSet, modalities: Sequence[str],
+                              batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Each modality's mean unit-length shared-space embedding over every window of every clip
+    where it is present (the model in eval mode, embeddings before any centring)."""
+    was_training = model.training
+    model.eval()
+    device = model.device
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    try:
+        mods = [m for m in modalities if m in data.present]
+        usable = torch.stack([data.present[m] for m in mods]).any(0).nonzero().flatten() if mods else []
+        for window in range(data.n_windows):
+            for start in range(0, len(usable), batch_size):
+                inputs, present = data.batch(usable[start:start + batch_size], window, mods)
+                enc = model.encode_batch({m: x.to(device) for m, x in inputs.items()},
+                                         {m: p.to(device) for m, p in present.items()})
+                for m, emb in enc.embeddings.items():
+                    keep = enc.present[m]
+                    unit = F.normalize(emb.float()[keep], dim=-1)
+                    sums[m] = sums.get(m, 0) + unit.sum(0)
+                    counts[m] = counts.get(m, 0) + int(keep.sum())
+    finally:
+        model.train(was_training)
+    missing = [m for m in modalities if not counts.get(m)]
+    if missing:
+        raise ValueError(f"no training window has {missing} present: cannot estimate their centres")
+    return {m: (sums[m] / counts[m]).cpu() for m in modalities}
 
 
 def _apply_freeze(model: MMGModel, prefixes: Sequence[str]) -> list[torch.nn.Parameter]:
