@@ -248,15 +248,15 @@ def test_mean_fusion_averages_unit_embeddings():
 
 
 def test_centred_mean_fusion_subtracts_each_modality_centre():
-    """``"centre": true``: unit embedding minus the modality's centre, back on the sphere, then averaged;
-    an absent modality still adds nothing, and without the flag the weights carry no centres."""
+    """``"centre": true``: unit embedding minus the modality's centre, turned by its map, back on the
+    sphere, then averaged; an absent modality still adds nothing; without the flag no centres."""
     import torch.nn.functional as F
 
     plain_cfg = get_config("lite")
     plain_cfg.fusion = {"kind": "mean"}
     torch.manual_seed(0)
     plain = build_model(plain_cfg, ["a", "b", "c"]).eval()
-    assert not plain.centred and "modality_centres" not in plain.state_dict()
+    assert not plain.centred and not any(k.startswith("modality_") for k in plain.state_dict())
     with pytest.raises(ValueError, match="centre"):
         plain.set_modality_centres({"imu": torch.zeros(plain.config.embed_dim)})
 
@@ -268,12 +268,15 @@ def test_centred_mean_fusion_subtracts_each_modality_centre():
     d = cfg.embed_dim
     inputs = {"imu": torch.randn(3, 6, 150), "video": torch.randn(3, 1, 16, 64, 64)}
     with torch.no_grad():  # centres not estimated yet (zeros): exactly the uncentred fusion
-        plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "modality_centres"})
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("modality_")})
         assert torch.equal(model.fuse(model.encode_batch(inputs)), plain.fuse(plain.encode_batch(inputs)))
     centres = {"imu": torch.full((d,), 0.05), "video": torch.linspace(-0.2, 0.2, d)}
-    model.set_modality_centres(centres)
+    turn, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(1)))
+    model.set_modality_centres(centres, {"video": turn})
     with pytest.raises(ValueError, match="shape"):
         model.set_modality_centres({"imu": torch.zeros(d + 1)})
+    with pytest.raises(ValueError, match="rotation of 'video' has shape"):
+        model.set_modality_centres({}, {"video": torch.eye(d + 1)})
     with pytest.raises(ValueError, match="no encoder"):
         model.set_modality_centres({"depth": torch.zeros(d)})
     inputs = {"imu": torch.randn(3, 6, 150), "video": torch.randn(3, 1, 16, 64, 64)}
@@ -281,7 +284,9 @@ def test_centred_mean_fusion_subtracts_each_modality_centre():
         enc = model.encode_batch(inputs, {"imu": torch.tensor([True, True, False]),
                                           "video": torch.tensor([True, False, True])})
         fused = model.fuse(enc)
-        unit = {m: F.normalize(F.normalize(e, dim=-1) - centres[m], dim=-1) for m, e in enc.embeddings.items()}
+        maps = {"imu": torch.eye(d), "video": turn}
+        unit = {m: F.normalize((F.normalize(e, dim=-1) - centres[m]) @ maps[m], dim=-1)
+                for m, e in enc.embeddings.items()}
         torch.testing.assert_close(fused[0], (unit["imu"][0] + unit["video"][0]) / 2)
         torch.testing.assert_close(fused[1], unit["imu"][1])  # video absent: its -centre is not added
         torch.testing.assert_close(fused[2], unit["video"][2])

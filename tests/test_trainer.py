@@ -228,8 +228,9 @@ def test_centre_stage_stores_the_mean_unit_embedding_of_the_training_windows(utd
     expected = torch.cat(units).mean(0)
     torch.testing.assert_close(after.modality_centres[after.modalities.index("imu")], expected, atol=1e-5, rtol=1e-4)
     assert 0.0 < float(expected.norm()) < 1.0
+    assert torch.equal(after.modality_rotations, before.modality_rotations)  # no rotate_to: identity
     for key, value in before.state_dict().items():  # the stage trains nothing
-        if key != "modality_centres":
+        if not key.startswith("modality_"):
             assert torch.equal(after.state_dict()[key], value), key
     record = json.loads((tmp_path / "run" / "state.json").read_text())["history"][-1]
     assert record["stage"] == "centre" and record["centre_norm_imu"] == pytest.approx(float(expected.norm()), abs=1e-3)
@@ -254,3 +255,47 @@ def test_a_run_resumed_after_the_centre_stage_keeps_the_centres(utd_mhad_dir, tm
 def test_centre_stage_without_centred_fusion_is_a_clear_error(utd_mhad_dir, tmp_path):
     with pytest.raises(ValueError, match=r"stage 'centre' \(type centre\) needs .*\"centre\": true"):
         train(_ctx(_centre_recipe([_CENTRE], centre=False), utd_mhad_dir, tmp_path / "run"))
+
+
+def test_orthogonal_map_recovers_a_known_rotation():
+    from trainer.stages import orthogonal_map
+
+    gen = torch.Generator().manual_seed(0)
+    turn, _ = torch.linalg.qr(torch.randn(16, 16, generator=gen))
+    source = torch.randn(200, 16, generator=gen)
+    target = source @ turn + 0.01 * torch.randn(200, 16, generator=gen)
+    found = orthogonal_map(source, target)
+    torch.testing.assert_close(found @ found.T, torch.eye(16), atol=1e-5, rtol=0)
+    assert float((found - turn).abs().max()) < 0.01
+    with pytest.raises(ValueError, match="one shape"):
+        orthogonal_map(source, target[:, :8])
+
+
+def test_centre_stage_maps_video_onto_the_imu_space(utd_mhad_dir, tmp_path):
+    """Real subject-1 clips, untrained encoders: the video map is a proper rotation that brings the
+    video embeddings of each moment closer to its IMU embedding than centring alone; IMU is the anchor."""
+    import torch.nn.functional as F
+
+    from trainer.datasets import load_clips
+    from trainer.stages import training_unit_embeddings
+    from trainer.windows import build_window_set
+
+    recipe = _centre_recipe([dict(_CENTRE, modalities=["video", "imu"], rotate_to="imu")])
+    recipe.update(modalities=["video", "imu"], window_offsets=[0.0])
+    final = train(_ctx(recipe, utd_mhad_dir, tmp_path / "run"))
+    model, _ = load_checkpoint(final, device="cpu")
+    video, imu = model.modalities.index("video"), model.modalities.index("imu")
+    rotation = model.modality_rotations[video]
+    torch.testing.assert_close(rotation @ rotation.T, torch.eye(rotation.shape[0]), atol=1e-4, rtol=0)
+    assert torch.equal(model.modality_rotations[imu], torch.eye(rotation.shape[0]))
+    clips = load_clips("utd-mhad", utd_mhad_dir, ["1"], ["video", "imu"], None).clips
+    units, _ = training_unit_embeddings(model, build_window_set(clips, model.config.specs, ["video", "imu"], [0.0]),
+                                        ["video", "imu"])
+    v = units["video"] - model.modality_centres[video]
+    i = units["imu"] - model.modality_centres[imu]
+    torch.testing.assert_close(v.mean(0), torch.zeros_like(v[0]), atol=1e-5, rtol=0)
+    centred_only = F.cosine_similarity(v, i).mean()
+    mapped = F.cosine_similarity(v @ rotation, i).mean()
+    assert float(mapped) > float(centred_only) + 0.05
+    record = json.loads((tmp_path / "run" / "state.json").read_text())["history"][-1]
+    assert record["rotation_trace_video"] == pytest.approx(float(rotation.trace()) / rotation.shape[0], abs=1e-3)

@@ -32,7 +32,7 @@ from mmg_live.models.registry import get_config
 from trainer.data.cache import Cache
 from trainer.data.clip import Clip
 from trainer.datasets import default_groups, load_clips
-from trainer.stages import (StageConfig, allreduce_gradients, estimate_modality_centres, make_optimizer, plan_epoch,
+from trainer.stages import (StageConfig, allreduce_gradients, estimate_modality_geometry, make_optimizer, plan_epoch,
                             run_epoch)
 from trainer.windows import WindowSet, build_window_set, make_views
 
@@ -358,15 +358,18 @@ def train(ctx: RunContext) -> Path:
 
 def _centre_stage(ctx: RunContext, model: MMGModel, stage: StageConfig, stage_index: int,
                   train_set: WindowSet, state: dict[str, Any]) -> None:
-    """Store the modality centres of ``stage.modalities`` (no training; every rank computes the same)."""
+    """Store the modality centres (and maps onto ``stage.rotate_to``) of ``stage.modalities`` (no
+    training; every rank computes the same)."""
     if not model.centred:
         raise ValueError(f"stage {stage.name!r} (type centre) needs the recipe's fusion to be "
                          f'{{"kind": "mean", "centre": true}}, got {model.config.fusion}')
     started = time.time()
-    centres = estimate_modality_centres(model, train_set, stage.modalities)
-    model.set_modality_centres(centres)
+    centres, rotations = estimate_modality_geometry(model, train_set, stage.modalities, stage.rotate_to)
+    model.set_modality_centres(centres, rotations)
     record = {"stage": stage.name, "seconds": round(time.time() - started, 1),
-              **{f"centre_norm_{m}": round(float(c.norm()), 4) for m, c in centres.items()}}
+              **{f"centre_norm_{m}": round(float(c.norm()), 4) for m, c in centres.items()},
+              # how far each map turns its modality: trace(R)/D, the expected cosine of x and x @ R (1: none)
+              **{f"rotation_trace_{m}": round(float(r.trace()) / r.shape[0], 4) for m, r in rotations.items()}}
     state["history"].append(record)
     log.info("%s", json.dumps(record))
     if ctx.rank == 0:

@@ -112,12 +112,13 @@ class MMGModel(nn.Module):
              for m in self.modalities})
         self.trained = TrainedParts()
         # Mean fusion with ``"centre": true``: each modality's unit embedding minus that modality's
-        # mean direction over the training clips (set by a recipe's "centre" stage), then put back
-        # on the sphere. Aligned modalities still sit in separate cones of the shared space (the
-        # modality gap); removing each cone's centre makes a prototype from one modality closer to
-        # queries from another (UTD-MHAD novel classes, IMU -> video: 64.3 -> 70.7 %).
+        # mean direction over the training clips, turned by its orthogonal map onto a reference
+        # modality (both set by a recipe's "centre" stage), then put back on the sphere. Aligned
+        # modalities still sit in separate cones of the shared space (the modality gap); laying the
+        # cones onto each other brings a prototype from one modality closer to queries from another.
         if self.fusion is None and bool(config.fusion.get("centre", False)):
             self.register_buffer("modality_centres", torch.zeros(len(self.modalities), d))
+            self.register_buffer("modality_rotations", torch.eye(d).repeat(len(self.modalities), 1, 1))
 
     @property
     def device(self) -> torch.device:
@@ -128,31 +129,40 @@ class MMGModel(nn.Module):
         """Whether mean fusion subtracts per-modality centres (``fusion: {"kind": "mean", "centre": true}``)."""
         return hasattr(self, "modality_centres")
 
-    def set_modality_centres(self, centres: Mapping[str, torch.Tensor]) -> None:
-        """Store each modality's mean unit embedding (``[embed_dim]``) for centred mean fusion."""
+    def set_modality_centres(self, centres: Mapping[str, torch.Tensor],
+                             rotations: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Store each modality's mean unit embedding (``[embed_dim]``) and, optionally, its
+        orthogonal map (``[embed_dim, embed_dim]``, applied as ``x @ R``) for centred mean fusion."""
         if not self.centred:
             raise ValueError("modality centres need mean fusion with \"centre\": true in the model config "
                              f"(this model's fusion: {self.config.fusion})")
-        unknown = set(centres) - set(self.modalities)
+        rotations = dict(rotations or {})
+        unknown = (set(centres) | set(rotations)) - set(self.modalities)
         if unknown:
             raise ValueError(f"centres for modalities this model has no encoder for: {sorted(unknown)}")
+        for values, store, what in ((centres, self.modality_centres, "centre"),
+                                    (rotations, self.modality_rotations, "rotation")):
+            for m, value in values.items():
+                row = self.modalities.index(m)
+                if tuple(value.shape) != tuple(store[row].shape):
+                    raise ValueError(f"{what} of {m!r} has shape {tuple(value.shape)}, expected "
+                                     f"{tuple(store[row].shape)}")
         for m, centre in centres.items():
-            row = self.modalities.index(m)
-            if tuple(centre.shape) != tuple(self.modality_centres[row].shape):
-                raise ValueError(f"centre of {m!r} has shape {tuple(centre.shape)}, expected "
-                                 f"{tuple(self.modality_centres[row].shape)}")
-            self.modality_centres[row] = centre.detach().to(self.modality_centres)
+            self.modality_centres[self.modalities.index(m)] = centre.detach().to(self.modality_centres)
+        for m, rotation in rotations.items():
+            self.modality_rotations[self.modalities.index(m)] = rotation.detach().to(self.modality_rotations)
 
     def unit_embedding(self, enc: "Encoded", modality: str) -> torch.Tensor:
         """One modality's shared-space embedding on the unit sphere (centred when the model is);
         rows where the modality is absent are zero."""
         unit = F.normalize(enc.embeddings[modality], dim=-1)
         if self.centred:
-            centre = self.modality_centres[self.modalities.index(modality)]
+            row = self.modalities.index(modality)
+            centre = self.modality_centres[row]
             # an all-zero centre is one not estimated yet (stages before the centre stage): left
             # out rather than subtracted, so those stages compute exactly what uncentred fusion does
             if bool(centre.any()):
-                unit = F.normalize(unit - centre, dim=-1)
+                unit = F.normalize((unit - centre) @ self.modality_rotations[row].to(unit.dtype), dim=-1)
         return unit * enc.present[modality].to(unit.dtype).unsqueeze(1)
 
     def _presence(self, inputs: Mapping[str, torch.Tensor],
