@@ -10,25 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import torch
 
 
-def _latency_ms(fn, repeats: int) -> dict[str, float]:
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
+def _percentiles(times: list[float]) -> dict[str, float]:
     t = torch.tensor(times)
     return {"p50_ms": round(float(t.quantile(0.5)), 4), "p95_ms": round(float(t.quantile(0.95)), 4)}
 
 
 def main() -> None:
     from mmg_live.models.mmg import Encoded, build_model
+    from mmg_live.models.profile import latency_ms
     from mmg_live.models.registry import get_config
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -54,7 +47,7 @@ def main() -> None:
             enc.present[m] = torch.ones(batch, dtype=torch.bool)
         for name, model in models.items():
             with torch.inference_mode():
-                stats = _latency_ms(lambda: model.fuse(enc), args.repeats)
+                stats = _percentiles(latency_ms(lambda: model.fuse(enc), args.repeats, warmup=10))
             results[f"{name}_batch{batch}"] = stats
             print(f"{name:<10} {batch:>5} {stats['p50_ms']:>9.4f} {stats['p95_ms']:>9.4f}")
         extra = results[f"centred_batch{batch}"]["p50_ms"] - results[f"plain_batch{batch}"]["p50_ms"]
