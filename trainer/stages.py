@@ -155,7 +155,7 @@ def estimate_modality_geometry(model: MMGModel, data: WindowSet, modalities: Seq
     The map is the orthogonal Procrustes solution ``R = U Vᵀ`` of ``Xᵀ Y = U S Vᵀ`` over the windows
     where both are present (``X``, ``Y``: centred unit embeddings of the modality and of
     ``rotate_to`` of the same moments): the rotation that best lays one modality's cone onto the
-    other's. A rotation keeps distances within a modality, so same-modality prototypes are unchanged.
+    other's. The map itself keeps distances within a modality (only the centring moves them).
     Returns ``(centres, rotations)``; ``rotations`` is empty without ``rotate_to``.
     """
     if rotate_to is not None and rotate_to not in modalities:
