@@ -231,6 +231,7 @@ def test_mean_fusion_averages_unit_embeddings():
     cfg.fusion = {"kind": "mean"}
     torch.manual_seed(0)
     model = build_model(cfg, ["a", "b", "c"]).eval()
+    inputs = {"imu": torch.randn(3, 6, 150), "video": torch.randn(3, 1, 16, 64, 64)}
     with torch.no_grad():
         enc = model.encode_batch(inputs, {"imu": torch.tensor([True, True, False]),
                                           "video": torch.tensor([True, False, True])})
