@@ -34,7 +34,7 @@ $(R)/imu/model.safetensors:
 $(R)/video/model.safetensors: | $(R)/imu/model.safetensors
 	$(call train,unimodal_video,$(@D),$(U) --set init.0.checkpoint=$(R)/imu/model.safetensors)
 # optional (ABLATE_DISTILLATION=1): the video specialist without the IMU term
-$(R)/video-plain/model.safetensors: | $(R)/fewshot/model.safetensors # lane
+$(R)/video-plain/model.safetensors: | $(R)/zeroshot/model.safetensors # lane
 	$(call train,unimodal_video,$(@D),$(U) --set 'init=[]' --set 'modalities=["video"]' \
 	  --set 'stages.0.modalities=["video"]' --set 'stages.0.label_modalities=null' --set stages.0.align_weight=0 \
 	  --set stages.0.distill_weight=0 --set 'stages.0.freeze=[]' \
@@ -49,7 +49,7 @@ $(R)/mlp/model.safetensors: | $(R)/video/model.safetensors $(R)/missing/model.sa
 $(R)/noalign/model.safetensors: | $(R)/video/model.safetensors $(R)/mlp/model.safetensors # lane
 	$(call train,manyshot_regular,$(@D),$(U) $(SPECIALISTS) --set stages.0.align_weight=0 \
 	  --set 'table.label="ablation: no alignment loss"')
-$(R)/zeroshot/model.safetensors: | $(R)/imu/model.safetensors $(R)/noalign/model.safetensors # lane
+$(R)/zeroshot/model.safetensors: | $(R)/imu/model.safetensors $(R)/fewshot/model.safetensors # lane
 	$(call train,manyshot_zeroshot,$(@D),$(U) --set init.0.checkpoint=$(R)/imu/model.safetensors)
 $(R)/fewshot/model.safetensors: | $(RUNS)/fsdd/audio/model.safetensors # lane
 	$(call train,fewshot_meta,$(@D),$(U))

@@ -13,7 +13,8 @@ import torch
 from mmg_live.checkpoint import save_checkpoint
 from mmg_live.models.mmg import build_model
 from trainer.data.utd_mhad import ACTIONS
-from trainer.evaluate import few_shot, modality_subsets
+from trainer.evaluate import embeddings, embeddings_subsets, few_shot, modality_subsets, predict, predict_subsets
+from trainer.windows import WindowSet
 
 
 def test_few_shot_on_separable_and_random_embeddings():
@@ -33,6 +34,35 @@ def test_few_shot_on_separable_and_random_embeddings():
 def test_modality_subsets():
     assert modality_subsets(["video", "imu"]) == [["video"], ["imu"], ["video", "imu"]]
     assert len(modality_subsets(["video", "audio", "imu"])) == 7
+
+
+def test_subsets_share_one_encoding_and_equal_separate_passes():
+    torch.manual_seed(0)
+    model = build_model("lite", [f"c{i}" for i in range(4)]).eval()
+    specs, n = model.config.specs, 6
+    gen = torch.Generator().manual_seed(1)
+    data = WindowSet(
+        tensors={m: torch.randn((n, 1, *specs[m].output_shape()), generator=gen).half() for m in ("video", "imu")},
+        present={m: torch.ones(n, dtype=torch.bool) for m in ("video", "imu")},
+        labels=torch.arange(n) % 4, clip_ids=[str(i) for i in range(n)], groups=["s"] * n)
+    video_calls = []
+    model.encoders["video"].register_forward_hook(lambda *_: video_calls.append(1))
+    subsets = modality_subsets(["video", "imu"])
+    together = predict_subsets(model, data, subsets, batch_size=4)
+    assert len(video_calls) == 2  # two batches, video encoded once for all three subsets
+    for subset, probs in zip(subsets, together):
+        assert probs.shape == (n, 4)
+        assert torch.equal(probs, predict(model, data, subset, batch_size=4)), subset
+    for subset, emb in zip(subsets, embeddings_subsets(model, data, subsets, batch_size=4)):
+        assert torch.equal(emb, embeddings(model, data, subset, batch_size=4)), subset
+    assert not torch.equal(together[0], together[2])
+    # a clip without video: the video subset fails as a video-only pass does, naming the clip
+    data.present["video"][5] = False
+    with pytest.raises(ValueError, match="have no modality present"):
+        predict(model, data, ["video"], batch_size=4)
+    with pytest.raises(ValueError, match=r"samples \[5\] have none of video present"):
+        predict_subsets(model, data, subsets, batch_size=4)
+    assert torch.equal(predict_subsets(model, data, [["imu"], ["video", "imu"]], batch_size=4)[0], together[1])
 
 
 @pytest.fixture(scope="module")

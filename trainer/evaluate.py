@@ -6,12 +6,12 @@ import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from mmg_live.models.mmg import MMGModel
+from mmg_live.models.mmg import Encoded, MMGModel
 from trainer.data.cache import Cache
 from trainer.data.episodes import EpisodeSampler
 from trainer.datasets import dataset_modalities, default_groups, load_clips
@@ -36,19 +36,48 @@ def _encoded_batches(model: MMGModel, data: WindowSet, modalities: Sequence[str]
 
 
 @torch.inference_mode()
+def _per_subset(model: MMGModel, data: WindowSet, subsets: Sequence[Sequence[str]], batch_size: int,
+                read: Callable[[Encoded, Sequence[str]], torch.Tensor]) -> list[torch.Tensor]:
+    """``read(enc, subset)`` for every subset over window 0 of every clip, each window encoded once.
+
+    Encoders run per modality, so a modality's encoding does not depend on which others were
+    encoded with it: one pass over the union serves every subset (the video encoder, by far the
+    costliest, runs once instead of once per subset that has video).
+    """
+    union = list(dict.fromkeys(m for s in subsets for m in s))
+    outs: list[list[torch.Tensor]] = [[] for _ in subsets]
+    for start, enc in zip(range(0, len(data), batch_size), _encoded_batches(model, data, union, batch_size)):
+        for out, subset in zip(outs, subsets):
+            present = [enc.present[m] for m in subset if m in enc.present]
+            absent = ~torch.stack(present).any(0) if present else torch.ones(len(data), dtype=torch.bool)
+            if bool(absent.any()):  # as encoding the subset alone would say
+                rows = (start + absent.nonzero().flatten()).tolist()
+                raise ValueError(f"samples {rows} have none of {'+'.join(subset)} present")
+            out.append(read(enc, subset).float().cpu())
+    return [torch.cat(out) for out in outs]
+
+
+def predict_subsets(model: MMGModel, data: WindowSet, subsets: Sequence[Sequence[str]],
+                    batch_size: int = 64) -> list[torch.Tensor]:
+    """Class probabilities ``[N, C]`` (:meth:`MMGModel.class_probabilities`) on window 0 of every
+    clip, one tensor per modality subset."""
+    return _per_subset(model, data, subsets, batch_size, model.class_probabilities)
+
+
 def predict(model: MMGModel, data: WindowSet, modalities: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-    """Class probabilities ``[N, C]`` (:meth:`MMGModel.class_probabilities`) on window 0 of every clip."""
-    outs = [model.class_probabilities(enc).float().cpu()
-            for enc in _encoded_batches(model, data, modalities, batch_size)]
-    return torch.cat(outs)
+    """Class probabilities ``[N, C]`` of one modality set (:func:`predict_subsets`)."""
+    return predict_subsets(model, data, [modalities], batch_size)[0]
 
 
-@torch.inference_mode()
+def embeddings_subsets(model: MMGModel, data: WindowSet, subsets: Sequence[Sequence[str]],
+                       batch_size: int = 64) -> list[torch.Tensor]:
+    """Normalised fused embeddings ``[N, D]`` (what prototypes are built from), one per subset."""
+    return _per_subset(model, data, subsets, batch_size, lambda enc, subset: embed(model, enc, subset))
+
+
 def embeddings(model: MMGModel, data: WindowSet, modalities: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-    """Normalised fused embeddings ``[N, D]`` of a modality set (what prototypes are built from)."""
-    outs = [embed(model, enc, modalities).float().cpu()
-            for enc in _encoded_batches(model, data, modalities, batch_size)]
-    return torch.cat(outs)
+    """Normalised fused embeddings ``[N, D]`` of one modality set (:func:`embeddings_subsets`)."""
+    return embeddings_subsets(model, data, [modalities], batch_size)[0]
 
 
 @dataclass
@@ -119,16 +148,19 @@ def load_eval_set(model: MMGModel, dataset: str, data: Path, groups: Sequence[st
 
 
 def accuracy(model: MMGModel, data: WindowSet, modalities: Sequence[str]) -> dict:
-    probs = predict(model, data, modalities)
-    correct = (probs.argmax(1) == data.labels).float()
+    return top1(predict(model, data, modalities), data.labels)
+
+
+def top1(probs: torch.Tensor, labels: torch.Tensor) -> dict:
+    """``{"top1": <0..1>, "n": <clips>}`` of class probabilities ``[N, C]`` against ``labels``."""
+    correct = (probs.argmax(1) == labels).float()
     return {"top1": round(float(correct.mean()), 4), "n": int(len(correct))}
 
 
-def confusion_matrix(model: MMGModel, data: WindowSet, modalities: Sequence[str]) -> np.ndarray:
-    probs = predict(model, data, modalities)
-    n = len(model.class_names)
-    matrix = np.zeros((n, n), dtype=np.int64)
-    for t, p in zip(data.labels.tolist(), probs.argmax(1).tolist()):
+def confusion_matrix(probs: torch.Tensor, labels: torch.Tensor, n_classes: int) -> np.ndarray:
+    """``matrix[true, predicted]`` counts of class probabilities ``[N, C]`` against ``labels``."""
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for t, p in zip(labels.tolist(), probs.argmax(1).tolist()):
         matrix[t, p] += 1
     return matrix
 

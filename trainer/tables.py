@@ -17,8 +17,8 @@ from typing import Sequence
 from mmg_live.checkpoint import load_checkpoint
 from trainer.data.cache import Cache
 from trainer.datasets import dataset_modalities
-from trainer.evaluate import (accuracy, confusion_matrix, embeddings, few_shot, load_eval_set, modality_subsets,
-                              save_confusion_png)
+from trainer.evaluate import (confusion_matrix, embeddings_subsets, few_shot, load_eval_set, modality_subsets,
+                              predict_subsets, save_confusion_png, top1)
 from trainer.run import class_subset
 
 
@@ -42,19 +42,20 @@ def make_tables(checkpoints: Sequence[Path], dataset: str, data: Path, out: Path
         if role == "manyshot":
             data_set = load_eval_set(model, dataset, data, groups, mods, cache=cache)
             row = {"model": label, "train": trained, "checkpoint": str(path)}
+            probs = dict(zip(map(tuple, subsets), predict_subsets(model, data_set, subsets)))
             for s in subsets:
-                row["+".join(s)] = accuracy(model, data_set, s)["top1"]
+                row["+".join(s)] = top1(probs[tuple(s)], data_set.labels)["top1"]
             row["n"] = len(data_set)
             many.append(row)
             if not confusion_done and set(info.trained.fusion) == set(mods):
-                matrix = confusion_matrix(model, data_set, mods)
+                matrix = confusion_matrix(probs[tuple(mods)], data_set.labels, len(model.class_names))
                 save_confusion_png(matrix, model.class_names, out / "confusion.png",
                                    f"{label}: {'+'.join(mods)} (test subjects)")
                 confusion_done = True
         elif role == "fewshot":
             novel = class_subset({"classes": "novel"}, dataset, 27 if dataset == "utd-mhad" else 10)
             data_set = load_eval_set(model, dataset, data, groups, mods, classes=novel, cache=cache)
-            embs = {"+".join(s): embeddings(model, data_set, s) for s in subsets}
+            embs = dict(zip(["+".join(s) for s in subsets], embeddings_subsets(model, data_set, subsets)))
             for s in subsets:
                 for q in subsets:
                     r = few_shot(embs["+".join(s)], embs["+".join(q)], data_set.labels.tolist(), episodes=episodes,
