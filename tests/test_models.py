@@ -197,6 +197,22 @@ def test_ast_cnn_stem_tokens_and_errors():
         ASTEncoder(100, 128, stem="conv")
 
 
+@pytest.mark.parametrize("frames,mels", [(100, 128), (101, 127), (37, 50)])
+def test_ast_strided_first_stage_halves_like_the_pool(frames, mels):
+    from mmg_live.models.audio import ASTEncoder
+
+    torch.manual_seed(0)
+    enc = ASTEncoder(frames, mels, dim=64, depth=1, heads=2, stem="cnn", cnn_stages=3, cnn_width=16,
+                     cnn_strided_first=True, pool="mean").eval()
+    first = enc.patch_embed[0][0]
+    assert first.stride == (2, 2) and first.out_channels == 16
+    assert [stage[0].out_channels for stage in enc.patch_embed] == [16, 32, 64]
+    tokens, pooled = enc(torch.randn(2, frames, mels))
+    assert tokens.shape == (2, (mels >> 3) * (frames >> 3), 64) and torch.isfinite(pooled).all()
+    plain = ASTEncoder(frames, mels, dim=64, depth=1, heads=2, stem="cnn", cnn_stages=3, cnn_width=16)
+    assert plain(torch.randn(2, frames, mels))[0].shape == tokens.shape
+
+
 def test_lite_audio_is_the_cnn_stem_ast(lite_model):
     audio = lite_model.encoders["audio"]
     assert isinstance(audio.patch_embed, torch.nn.Sequential)

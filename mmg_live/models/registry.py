@@ -145,8 +145,8 @@ def lite() -> MMGConfig:
         name="lite", specs=specs,
         encoders={
             "video": {"kind": "small_3dcnn", "widths": [24, 48, 96, 160], "dropout": 0.2, "motion": True},
-            "audio": {"kind": "ast", "stem": "cnn", "cnn_stages": 4, "dim": 192, "depth": 2, "heads": 3,
-                      "pool": "mean", "dropout": 0.1},
+            "audio": {"kind": "ast", "stem": "cnn", "cnn_stages": 4, "cnn_width": 16, "cnn_strided_first": True,
+                      "dim": 192, "depth": 2, "heads": 3, "pool": "mean", "dropout": 0.1},
             "imu": {"kind": "imu_transformer", "stem": "cnn", "cnn_stages": 3, "dim": 128, "depth": 2, "heads": 4,
                     "pool": "mean", "dropout": 0.1},
         },
