@@ -5,8 +5,8 @@
 # The schedule is two lanes of about equal length (one-thread times measured side by side on a
 # 2-core machine, 2026-11-28; the FSDD table and late-fusion scores take the first free slot):
 #   lane 1: IMU (212 s) -> video (890) -> regular (412) -> missing (272) -> MLP (383)
-#           -> no-alignment (402) -> zero-shot (626)
-#   lane 2: FSDD (1667) -> few-shot (1168)
+#           -> no-alignment (402)
+#   lane 2: FSDD (842; 1667 with the previous audio stem) -> few-shot (1168) -> zero-shot (626)
 # A run's prerequisites are the checkpoints it starts from plus the run before it in its lane
 # (marked "lane"): make -j starts whatever is ready in list order, so without the lanes an
 # independent run would take the slot the IMU -> video chain needs next.

@@ -147,10 +147,12 @@ def test_every_run_is_trained_once_two_at_a_time_then_the_tables(tmp_path: Path)
     # the two lanes' order; every run started after the runs it is initialised from finished
     # (the stand-in exits 3 on a missing init checkpoint, so success already says so)
     order = [line.split()[1] for line in log]
-    for lane in (("utd/imu", "utd/video", "utd/regular", "utd/missing", "utd/mlp", "utd/noalign", "utd/zeroshot"),
-                 ("fsdd/audio", "utd/fewshot")):
+    for lane in (("utd/imu", "utd/video", "utd/regular", "utd/missing", "utd/mlp", "utd/noalign"),
+                 ("fsdd/audio", "utd/fewshot", "utd/zeroshot")):
         starts = [order.index(str(runs / r)) for r in lane]
         assert starts == sorted(starts), lane
+    # the zero-shot run follows the few-shot run in lane 2, not the ablations of lane 1
+    assert order.index(str(runs / "utd/zeroshot")) < order.index(str(runs / "utd/noalign"))
     # the tables: the UTD one lists the checkpoints in the documented row order
     utd_table = (tmp_path / "tables/utd-mhad/tables.md").read_text().split()
     assert utd_table == [str(runs / "utd" / r / "model.safetensors") for r in
