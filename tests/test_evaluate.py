@@ -63,6 +63,9 @@ def test_subsets_share_one_encoding_and_equal_separate_passes():
     with pytest.raises(ValueError, match=r"samples \[5\] have none of video present"):
         predict_subsets(model, data, subsets, batch_size=4)
     assert torch.equal(predict_subsets(model, data, [["imu"], ["video", "imu"]], batch_size=4)[0], together[1])
+    data.present["video"][4] = False  # the whole second batch without video: video is not encoded there at all
+    with pytest.raises(ValueError, match=r"samples \[4, 5\] have none of video present"):
+        predict_subsets(model, data, subsets, batch_size=4)
 
 
 @pytest.fixture(scope="module")

@@ -48,8 +48,9 @@ def _per_subset(model: MMGModel, data: WindowSet, subsets: Sequence[Sequence[str
     outs: list[list[torch.Tensor]] = [[] for _ in subsets]
     for start, enc in zip(range(0, len(data), batch_size), _encoded_batches(model, data, union, batch_size)):
         for out, subset in zip(outs, subsets):
+            batch = len(next(iter(enc.present.values())))  # encode_batch refuses a batch with nothing present
             present = [enc.present[m] for m in subset if m in enc.present]
-            absent = ~torch.stack(present).any(0) if present else torch.ones(len(data), dtype=torch.bool)
+            absent = ~torch.stack(present).any(0) if present else torch.ones(batch, dtype=torch.bool)
             if bool(absent.any()):  # as encoding the subset alone would say
                 rows = (start + absent.nonzero().flatten()).tolist()
                 raise ValueError(f"samples {rows} have none of {'+'.join(subset)} present")
