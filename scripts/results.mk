@@ -3,10 +3,11 @@
 # than one two-thread run after another (an FSDD epoch: 60 s at two threads alone, 85 s at one
 # thread next to another run). Run through scripts/reproduce_utd.sh.
 # The schedule is two lanes of about equal length (one-thread times measured side by side on a
-# 2-core machine, 2026-11-28; the FSDD table and late-fusion scores take the first free slot):
-#   lane 1: IMU (212 s) -> video (890) -> regular (412) -> missing (272) -> MLP (383)
-#           -> no-alignment (402)
-#   lane 2: FSDD (842; 1667 with the previous audio stem) -> few-shot (1168) -> zero-shot (626)
+# 2-core machine, 2026-11-28, 41 min 4 s in all; the FSDD table and late-fusion scores take the
+# first free slot):
+#   lane 1: IMU (198 s) -> video (803) -> regular (366) -> missing (240) -> MLP (321)
+#           -> no-alignment (340)
+#   lane 2: FSDD (749; 1667 with the previous audio stem) -> few-shot (1026) -> zero-shot (517)
 # A run's prerequisites are the checkpoints it starts from plus the run before it in its lane
 # (marked "lane"): make -j starts whatever is ready in list order, so without the lanes an
 # independent run would take the slot the IMU -> video chain needs next.
