@@ -15,13 +15,8 @@ import os
 import torch
 
 
-def _percentiles(times: list[float]) -> dict[str, float]:
-    t = torch.tensor(times)
-    return {"p50_ms": round(float(t.quantile(0.5)), 2), "p95_ms": round(float(t.quantile(0.95)), 2)}
-
-
 def main() -> None:
-    from mmg_live.models.profile import count_params, latency_ms
+    from mmg_live.models.profile import count_params, latency_ms, percentiles_ms
     from mmg_live.models.registry import build_encoder, get_config
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -48,10 +43,10 @@ def main() -> None:
             optimizer.step()
             optimizer.zero_grad()
 
-        train = _percentiles(latency_ms(train_step, args.repeats, warmup=2))
+        train = percentiles_ms(latency_ms(train_step, args.repeats, warmup=2))
         encoder.eval()
         with torch.inference_mode():
-            live = _percentiles(latency_ms(lambda: encoder(live_window), args.repeats * 5, warmup=5))
+            live = percentiles_ms(latency_ms(lambda: encoder(live_window), args.repeats * 5, warmup=5))
         results[name] = {"params": count_params(encoder), "train_step": train, "batch1": live}
         print(f"{name:<26} {count_params(encoder):>9} {train['p50_ms']:>10.1f} / {train['p95_ms']:<9.1f} "
               f"{live['p50_ms']:>8.2f} / {live['p95_ms']:<8.2f}")

@@ -14,14 +14,9 @@ import os
 import torch
 
 
-def _percentiles(times: list[float]) -> dict[str, float]:
-    t = torch.tensor(times)
-    return {"p50_ms": round(float(t.quantile(0.5)), 4), "p95_ms": round(float(t.quantile(0.95)), 4)}
-
-
 def main() -> None:
     from mmg_live.models.mmg import Encoded, build_model
-    from mmg_live.models.profile import latency_ms
+    from mmg_live.models.profile import latency_ms, percentiles_ms
     from mmg_live.models.registry import get_config
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -47,7 +42,7 @@ def main() -> None:
             enc.present[m] = torch.ones(batch, dtype=torch.bool)
         for name, model in models.items():
             with torch.inference_mode():
-                stats = _percentiles(latency_ms(lambda: model.fuse(enc), args.repeats, warmup=10))
+                stats = percentiles_ms(latency_ms(lambda: model.fuse(enc), args.repeats, warmup=10), digits=4)
             results[f"{name}_batch{batch}"] = stats
             print(f"{name:<10} {batch:>5} {stats['p50_ms']:>9.4f} {stats['p95_ms']:>9.4f}")
         extra = results[f"centred_batch{batch}"]["p50_ms"] - results[f"plain_batch{batch}"]["p50_ms"]

@@ -38,6 +38,12 @@ def latency_ms(fn, repeats: int = 10, warmup: int = 2) -> list[float]:
     return times
 
 
+def percentiles_ms(times: list[float], digits: int = 2) -> dict[str, float]:
+    """``{"p50_ms", "p95_ms"}`` of millisecond timings (as :func:`latency_ms` returns them)."""
+    p50, p95 = np.percentile(times, [50, 95])
+    return {"p50_ms": round(float(p50), digits), "p95_ms": round(float(p95), digits)}
+
+
 class _FusionOnly(nn.Module):
     """Fusion + projection over precomputed tokens (so fvcore sees only the fusion's work)."""
 
