@@ -299,3 +299,27 @@ def test_centre_stage_maps_video_onto_the_imu_space(utd_mhad_dir, tmp_path):
     assert float(mapped) > float(centred_only) + 0.05
     record = json.loads((tmp_path / "run" / "state.json").read_text())["history"][-1]
     assert record["rotation_trace_video"] == pytest.approx(float(rotation.trace()) / rotation.shape[0], abs=1e-3)
+
+
+def test_init_refuses_an_encoder_of_another_architecture_but_skips_a_head_of_another_class_set(tmp_path):
+    from mmg_live.checkpoint import save_checkpoint
+    from mmg_live.models.mmg import MMGModel, build_model
+    from mmg_live.models.registry import get_config
+    from trainer.run import _init_parts
+
+    torch.manual_seed(0)
+    old_stem = get_config("lite")
+    old_stem.encoders["audio"] = {**old_stem.encoders["audio"], "cnn_width": 32, "cnn_strided_first": False}
+    donor = save_checkpoint(tmp_path / "old_stem.safetensors", MMGModel(old_stem, [f"d{i}" for i in range(10)]))
+    model = build_model("lite", [f"c{i}" for i in range(27)])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"old_stem.safetensors: its audio encoder has another architecture"):
+        _init_parts(model, {"init": [{"checkpoint": str(donor), "parts": ["encoders.audio"]}]}, torch.device("cpu"))
+    # the IMU encoder matches: copied, while the 10-class heads are left as they were for 27 classes
+    _init_parts(model, {"init": [{"checkpoint": str(donor), "parts": ["encoders.imu", "classifier"]}]},
+                torch.device("cpu"))
+    donor_state = load_checkpoint(donor)[0].state_dict()
+    after = model.state_dict()
+    imu_keys = [k for k in after if k.startswith("encoders.imu")]
+    assert imu_keys and all(torch.equal(after[k], donor_state[k]) for k in imu_keys)
+    assert all(torch.equal(after[k], before[k]) for k in after if k.startswith("classifier"))

@@ -215,13 +215,24 @@ def _init_parts(model: MMGModel, recipe: dict[str, Any], device: torch.device) -
         parts = entry.get("parts")
         src_state = source.state_dict()
         own = model.state_dict()
-        copied = 0
+        copied, other_shape = 0, []
         for key, value in src_state.items():
             if parts and not any(key.startswith(p) for p in parts):
                 continue
             if key in own and own[key].shape == value.shape:
                 own[key].copy_(value)
                 copied += 1
+            elif key in own:
+                other_shape.append(key)
+        # a head may differ on purpose (another class set); an encoder that differs was built by
+        # another config, and copying only its matching tensors would leave it half initialised
+        broken = [k for k in other_shape if k.startswith("encoders.")]
+        if broken:
+            raise ValueError(f"{path}: its {broken[0].split('.')[1]} encoder has another architecture than "
+                             f"this recipe's config ({len(broken)} tensors differ in shape, e.g. {broken[0]}); "
+                             f"train that checkpoint again with the current config")
+        if other_shape:
+            log.info("not copied from %s (other shape): %s", path, ", ".join(other_shape))
         if copied == 0:
             raise ValueError(f"{path}: no weights matched parts {parts}")
         for m in info.trained.encoders:
