@@ -60,6 +60,12 @@ class _FusionOnly(nn.Module):
         return self.model.fused_projection(self.model.fusion(tokens, pooled, present))
 
 
+def _cpu_ms(times: list[float]) -> dict[str, float]:
+    """``{"cpu_ms_p50", "cpu_ms_p95"}``: :func:`percentiles_ms` under the profile's key names."""
+    p = percentiles_ms(times)
+    return {"cpu_ms_p50": p["p50_ms"], "cpu_ms_p95": p["p95_ms"]}
+
+
 def profile_model(model: MMGModel, repeats: int = 10, measure_latency: bool = True) -> dict[str, dict[str, Any]]:
     """``{modality|"fusion": {"params_m", "gflops", "cpu_ms_p50", "cpu_ms_p95"}}`` at batch 1 on CPU."""
     model = model.cpu().eval()
@@ -76,8 +82,7 @@ def profile_model(model: MMGModel, repeats: int = 10, measure_latency: bool = Tr
             }
             if measure_latency:
                 times = latency_ms(lambda: encoder(x), repeats=repeats)
-                entry["cpu_ms_p50"] = round(float(np.percentile(times, 50)), 2)
-                entry["cpu_ms_p95"] = round(float(np.percentile(times, 95)), 2)
+                entry.update(_cpu_ms(times))
             tokens[m], pooled[m] = encoder(x)
             report[m] = entry
         if model.fusion is None:  # "mean" fusion: no parameters, negligible work
@@ -89,8 +94,7 @@ def profile_model(model: MMGModel, repeats: int = 10, measure_latency: bool = Tr
         entry = {"params_m": round(fusion_params / 1e6, 3), "gflops": round(fvcore_gflops(fusion, args), 3)}
         if measure_latency:
             times = latency_ms(lambda: fusion(*args), repeats=repeats)
-            entry["cpu_ms_p50"] = round(float(np.percentile(times, 50)), 2)
-            entry["cpu_ms_p95"] = round(float(np.percentile(times, 95)), 2)
+            entry.update(_cpu_ms(times))
         report["fusion"] = entry
     return report
 
