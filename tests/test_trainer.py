@@ -315,6 +315,18 @@ def test_init_refuses_an_encoder_of_another_architecture_but_skips_a_head_of_ano
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=r"old_stem.safetensors: its audio encoder has another architecture"):
         _init_parts(model, {"init": [{"checkpoint": str(donor), "parts": ["encoders.audio"]}]}, torch.device("cpu"))
+    # same tensor shapes, but a third transformer layer: refused too, in both directions
+    deeper = get_config("lite")
+    deeper.encoders["imu"] = {**deeper.encoders["imu"], "depth": deeper.encoders["imu"]["depth"] + 1}
+    deep_donor = save_checkpoint(tmp_path / "deeper.safetensors", MMGModel(deeper, [f"c{i}" for i in range(27)]))
+    with pytest.raises(ValueError, match=r"deeper.safetensors: its imu encoder has another architecture.*more, 0 fewer"):
+        _init_parts(model, {"init": [{"checkpoint": str(deep_donor)}]}, torch.device("cpu"))
+    shallow_model = MMGModel(deeper, [f"c{i}" for i in range(27)])
+    with pytest.raises(ValueError, match=r"its imu encoder has another architecture.*0 tensors more, \d+ fewer"):
+        _init_parts(shallow_model, {"init": [{"checkpoint": str(donor), "parts": ["encoders.imu"]}]},
+                    torch.device("cpu"))
+    # a refusal copies nothing
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     # the IMU encoder matches: copied, while the 10-class heads are left as they were for 27 classes
     _init_parts(model, {"init": [{"checkpoint": str(donor), "parts": ["encoders.imu", "classifier"]}]},
                 torch.device("cpu"))

@@ -207,14 +207,58 @@ def _evaluate_now(eval_every: int, epoch: int, epochs: int) -> bool:
     return epoch + 1 == epochs or (eval_every > 0 and (epoch + 1) % eval_every == 0)
 
 
+def _requested_prefixes(name: str, parts: list[str] | None) -> list[str]:
+    """The key prefixes of encoder ``name`` that an ``init`` entry asks for (none: not asked)."""
+    whole = f"encoders.{name}."
+    if not parts or any(p in ("encoders", whole[:-1]) for p in parts):
+        return [whole]
+    return [p.rstrip(".") + "." for p in parts if p.startswith(whole)]
+
+
+def _encoder_mismatch(src_state: dict[str, torch.Tensor], own: dict[str, torch.Tensor],
+                      parts: list[str] | None) -> str | None:
+    """Why a requested encoder of the donor cannot be copied whole into this model, or None.
+
+    An encoder built by another config (other shapes, or extra or missing layers) is refused even
+    when some of its tensors would fit: copying only those would leave it half initialised.
+    """
+    for name in sorted({k.split(".")[1] for k in src_state if k.startswith("encoders.")}):
+        prefixes = _requested_prefixes(name, parts)
+        if not prefixes:
+            continue
+        theirs = {k: tuple(v.shape) for k, v in src_state.items() if k.startswith(tuple(prefixes))}
+        ours = {k: tuple(v.shape) for k, v in own.items() if k.startswith(tuple(prefixes))}
+        if not ours:
+            if parts:
+                return f"this recipe's config has no {name} encoder (asked for {prefixes[0][:-1]})"
+            continue
+        extra, missing = sorted(theirs.keys() - ours.keys()), sorted(ours.keys() - theirs.keys())
+        if extra or missing:
+            example = f"it has {extra[0]}" if extra else f"it lacks {missing[0]}"
+            return (f"its {name} encoder has another architecture than this recipe's config "
+                    f"({len(extra)} tensors more, {len(missing)} fewer; {example})")
+        other = sorted(k for k in theirs if theirs[k] != ours[k])
+        if other:
+            return (f"its {name} encoder has another architecture than this recipe's config "
+                    f"({len(other)} tensors differ in shape, e.g. {other[0]})")
+    return None
+
+
 def _init_parts(model: MMGModel, recipe: dict[str, Any], device: torch.device) -> None:
-    """Copy weights (whole model or named parts) from earlier runs' checkpoints."""
+    """Copy weights (whole model or named parts) from earlier runs' checkpoints.
+
+    Encoders are copied whole or not at all (an error names the checkpoint); a head of another
+    shape (another class set) is skipped on purpose.
+    """
     for entry in recipe.get("init", []):
         path = Path(entry["checkpoint"])
         source, info = load_checkpoint(path, device="cpu")
         parts = entry.get("parts")
         src_state = source.state_dict()
         own = model.state_dict()
+        mismatch = _encoder_mismatch(src_state, own, parts)
+        if mismatch:
+            raise ValueError(f"{path}: {mismatch}; train that checkpoint again with the current config")
         copied, other_shape = 0, []
         for key, value in src_state.items():
             if parts and not any(key.startswith(p) for p in parts):
@@ -224,13 +268,6 @@ def _init_parts(model: MMGModel, recipe: dict[str, Any], device: torch.device) -
                 copied += 1
             elif key in own:
                 other_shape.append(key)
-        # a head may differ on purpose (another class set); an encoder that differs was built by
-        # another config, and copying only its matching tensors would leave it half initialised
-        broken = [k for k in other_shape if k.startswith("encoders.")]
-        if broken:
-            raise ValueError(f"{path}: its {broken[0].split('.')[1]} encoder has another architecture than "
-                             f"this recipe's config ({len(broken)} tensors differ in shape, e.g. {broken[0]}); "
-                             f"train that checkpoint again with the current config")
         if other_shape:
             log.info("not copied from %s (other shape): %s", path, ", ".join(other_shape))
         if copied == 0:
