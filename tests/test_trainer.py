@@ -321,9 +321,9 @@ def test_init_refuses_an_encoder_of_another_architecture_but_skips_a_head_of_ano
     deep_donor = save_checkpoint(tmp_path / "deeper.safetensors", MMGModel(deeper, [f"c{i}" for i in range(27)]))
     with pytest.raises(ValueError, match=r"deeper.safetensors: its imu encoder has another architecture.*more, 0 fewer"):
         _init_parts(model, {"init": [{"checkpoint": str(deep_donor)}]}, torch.device("cpu"))
-    shallow_model = MMGModel(deeper, [f"c{i}" for i in range(27)])
+    deeper_model = MMGModel(deeper, [f"c{i}" for i in range(27)])
     with pytest.raises(ValueError, match=r"its imu encoder has another architecture.*0 tensors more, \d+ fewer"):
-        _init_parts(shallow_model, {"init": [{"checkpoint": str(donor), "parts": ["encoders.imu"]}]},
+        _init_parts(deeper_model, {"init": [{"checkpoint": str(donor), "parts": ["encoders.imu"]}]},
                     torch.device("cpu"))
     # a refusal copies nothing
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

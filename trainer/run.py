@@ -233,14 +233,15 @@ def _encoder_mismatch(src_state: dict[str, torch.Tensor], own: dict[str, torch.T
                 return f"this recipe's config has no {name} encoder (asked for {prefixes[0][:-1]})"
             continue
         extra, missing = sorted(theirs.keys() - ours.keys()), sorted(ours.keys() - theirs.keys())
+        other = sorted(k for k in theirs.keys() & ours.keys() if theirs[k] != ours[k])
         if extra or missing:
-            example = f"it has {extra[0]}" if extra else f"it lacks {missing[0]}"
-            return (f"its {name} encoder has another architecture than this recipe's config "
-                    f"({len(extra)} tensors more, {len(missing)} fewer; {example})")
-        other = sorted(k for k in theirs if theirs[k] != ours[k])
-        if other:
-            return (f"its {name} encoder has another architecture than this recipe's config "
-                    f"({len(other)} tensors differ in shape, e.g. {other[0]})")
+            detail = f"{len(extra)} tensors more, {len(missing)} fewer; " + \
+                (f"it has {extra[0]}" if extra else f"it lacks {missing[0]}")
+        elif other:
+            detail = f"{len(other)} tensors differ in shape, e.g. {other[0]}"
+        else:
+            continue
+        return f"its {name} encoder has another architecture than this recipe's config ({detail})"
     return None
 
 
@@ -273,9 +274,8 @@ def _init_parts(model: MMGModel, recipe: dict[str, Any], device: torch.device) -
         if copied == 0:
             raise ValueError(f"{path}: no weights matched parts {parts}")
         for m in info.trained.encoders:
-            if not parts or any(p.startswith(f"encoders.{m}") or p == "encoders" for p in parts):
-                if m not in model.trained.encoders:
-                    model.trained.encoders.append(m)
+            if _requested_prefixes(m, parts) and m not in model.trained.encoders:
+                model.trained.encoders.append(m)
         log.info("initialised %d tensors from %s", copied, path)
 
 
