@@ -14,7 +14,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-MODALITIES = ("video", "audio", "imu")
+from mmg_common import MODALITIES  # noqa: F401  (re-exported: the modality names sources use)
 
 
 def host_now() -> float:
@@ -65,6 +65,8 @@ class Health:
     clock_drift_ppm: float = 0.0
     connected: bool = False
     error: str | None = None
+    #: True once a source with an end (a replay without ``loop``) has emitted its last sample.
+    finished: bool = False
     extra: dict = field(default_factory=dict)
 
     def age(self, now: float | None = None) -> float | None:

@@ -8,7 +8,8 @@ streams is preserved exactly (scaled by ``1 / speed``). Audio is emitted in its 
 blocks, video one frame per chunk, IMU one sample per chunk; when the player falls behind it
 merges whatever is due into one chunk rather than drifting.
 
-``health().extra["state"]`` is ``"idle"``, ``"playing"``, ``"finished"`` or ``"stopped"``;
+``health().finished`` turns True after the last sample (never with ``loop``);
+``health().extra["state"]`` is ``"idle"``, ``"playing"``, ``"finished"`` or ``"stopped"`` (for display);
 ``finished`` (a ``threading.Event``) is set when the last sample has been emitted, and
 ``on_finished`` callbacks run then. With ``loop=True`` the recording repeats forever, each pass
 shifted by the session span plus one sample period, timestamps still increasing.
@@ -102,7 +103,7 @@ class ReplaySource(SourceBase):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._health.nominal_rate = self.rate * clock.speed
-        self._health.extra.update(state="idle", speed=clock.speed, loops=0, finished=False)
+        self._health.extra.update(state="idle", speed=clock.speed, loops=0)
 
     def on_finished(self, callback: Callable[["ReplaySource"], None]) -> None:
         """Call ``callback(source)`` once the last sample has been emitted (never with ``loop``)."""
@@ -158,7 +159,8 @@ class ReplaySource(SourceBase):
             return
         with self._lock:
             self._health.connected = False
-            self._health.extra.update(state="finished", finished=True)
+            self._health.finished = True
+            self._health.extra["state"] = "finished"
         self.finished.set()
         for callback in list(self._on_finished):
             callback(self)

@@ -88,7 +88,7 @@ def test_replay_reproduces_samples_and_relative_timing(tmp_path: Path) -> None:
     sizes = np.array([len(c.timestamps) for c in audio_chunks])
     assert sizes.sum() == 8000 and np.all(sizes[:-1] % 256 == 0) and np.median(sizes) == 256  # blocks kept (merged only when late)
     h = next(s for s in sources if s.name == "audio").health()
-    assert h.extra["state"] == "finished" and h.extra["finished"] and not h.connected
+    assert h.extra["state"] == "finished" and h.finished and not h.connected
     assert h.samples == 8000 and h.nominal_rate == pytest.approx(80000)
 
 
