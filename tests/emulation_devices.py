@@ -116,7 +116,7 @@ class PulseServer:
                 _stop_process(proc)
 
 
-def _reinit_portaudio() -> None:
+def reinit_portaudio() -> None:
     """PortAudio lists devices at initialisation: refresh it if sounddevice is loaded."""
     sd = sys.modules.get("sounddevice")
     if sd is not None:
@@ -136,7 +136,7 @@ def pulse_server() -> Iterator[PulseServer]:
         server.start()
         os.environ["PULSE_SERVER"] = server.env["PULSE_SERVER"]
         os.environ["PULSE_COOKIE"] = server.env["PULSE_COOKIE"]
-        _reinit_portaudio()
+        reinit_portaudio()
         server.warm_up()
         yield server
     finally:
@@ -146,7 +146,7 @@ def pulse_server() -> Iterator[PulseServer]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        _reinit_portaudio()
+        reinit_portaudio()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -14,7 +14,7 @@ from scipy.signal import correlate, resample_poly
 
 from devices.base import DeviceError, Source, host_now
 from devices.microphone import MicrophoneSource, list_microphones
-from emulation_devices import _reinit_portaudio, pulse_server, wait_for  # noqa: F401  (fixture)
+from emulation_devices import reinit_portaudio, pulse_server, wait_for  # noqa: F401  (fixture)
 
 RATE = 16000
 
@@ -107,13 +107,13 @@ def test_no_sound_server_raises_device_error(pulse_server, tmp_path):  # noqa: F
     saved = os.environ["PULSE_SERVER"]
     os.environ["PULSE_SERVER"] = f"unix:{tmp_path}/nothing.sock"
     try:
-        _reinit_portaudio()
+        reinit_portaudio()
         assert list_microphones() == []
         with pytest.raises(DeviceError, match=r"microphone default: cannot open"):
             MicrophoneSource().start()
     finally:
         os.environ["PULSE_SERVER"] = saved
-        _reinit_portaudio()
+        reinit_portaudio()
     assert list_microphones()
 
 
@@ -153,7 +153,7 @@ def test_timing_with_bursty_callbacks_and_a_dropout(timing):
         delay = 0.0 if b % 7 == 3 else rng.uniform(0.0, 0.006)
         adc_noise = rng.uniform(-0.002, 0.002)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("devices.microphone.host_now", lambda: done + delay)
+            mp.setattr("devices.microphone.host_now", lambda done=done, delay=delay: done + delay)
             src._callback(np.full((block, 1), b, np.float32), block,
                           _TimeInfo(done + delay + pa_offset, t_block + adc_noise + pa_offset), _Status(overflow))
         truth.append(t_block + np.arange(block) / sr)
