@@ -41,6 +41,7 @@ $(STAMP): requirements.txt pyproject.toml
 venv: system-deps $(STAMP)
 
 test: venv
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest tests
 
 demo: venv

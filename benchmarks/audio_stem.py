@@ -36,7 +36,7 @@ def main() -> None:
         encoder = build_encoder(kind, spec, **options)
         optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-4)
 
-        def train_step() -> None:
+        def train_step(encoder: torch.nn.Module = encoder, optimizer: torch.optim.Optimizer = optimizer) -> None:
             encoder.train()
             _, pooled = encoder(train_batch)
             pooled.square().mean().backward()
@@ -46,7 +46,7 @@ def main() -> None:
         train = percentiles_ms(latency_ms(train_step, args.repeats, warmup=2))
         encoder.eval()
         with torch.inference_mode():
-            live = percentiles_ms(latency_ms(lambda: encoder(live_window), args.repeats * 5, warmup=5))
+            live = percentiles_ms(latency_ms(lambda encoder=encoder: encoder(live_window), args.repeats * 5, warmup=5))
         results[name] = {"params": count_params(encoder), "train_step": train, "batch1": live}
         print(f"{name:<26} {count_params(encoder):>9} {train['p50_ms']:>10.1f} / {train['p95_ms']:<9.1f} "
               f"{live['p50_ms']:>8.2f} / {live['p95_ms']:<8.2f}")

@@ -43,7 +43,8 @@ def main() -> int:
     from trainer.data.utd_mhad import UtdMhadDataset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared/data/utd-mhad")
+    default_data = Path(__file__).resolve().parents[1].parent / "shared/data/utd-mhad"
+    parser.add_argument("--data", type=Path, default=default_data)
     parser.add_argument("--subjects", default="1")
     args = parser.parse_args()
     if not (args.data / "Depth").is_dir():

@@ -31,8 +31,8 @@ def main() -> None:
     d = models["centred"].config.embed_dim
     gen = torch.Generator().manual_seed(0)
     turn, _ = torch.linalg.qr(torch.randn(d, d, generator=gen))
-    models["centred"].set_modality_centres({m: 0.1 * torch.randn(d, generator=gen) for m in models["centred"].modalities},
-                                           {"video": turn})
+    centres = {m: 0.1 * torch.randn(d, generator=gen) for m in models["centred"].modalities}
+    models["centred"].set_modality_centres(centres, {"video": turn})
     results: dict = {"threads": torch.get_num_threads()}
     print(f"{'fusion':<10} {'batch':>5} {'p50 ms':>9} {'p95 ms':>9}")
     for batch in (1, 64):
@@ -42,7 +42,8 @@ def main() -> None:
             enc.present[m] = torch.ones(batch, dtype=torch.bool)
         for name, model in models.items():
             with torch.inference_mode():
-                stats = percentiles_ms(latency_ms(lambda: model.fuse(enc), args.repeats, warmup=10), digits=4)
+                times = latency_ms(lambda model=model, enc=enc: model.fuse(enc), args.repeats, warmup=10)
+                stats = percentiles_ms(times, digits=4)
             results[f"{name}_batch{batch}"] = stats
             print(f"{name:<10} {batch:>5} {stats['p50_ms']:>9.4f} {stats['p95_ms']:>9.4f}")
         extra = results[f"centred_batch{batch}"]["p50_ms"] - results[f"plain_batch{batch}"]["p50_ms"]

@@ -59,7 +59,8 @@ def _output(args: argparse.Namespace) -> tuple[Path, CalibrationProfile]:
 def _add_output_options(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--out", metavar="PROFILE", help="write a new profile (refuses to overwrite without --force)")
-    group.add_argument("--update", metavar="PROFILE", help="merge into this profile (created if missing), keeping its other entries")
+    group.add_argument("--update", metavar="PROFILE",
+                       help="merge into this profile (created if missing), keeping its other entries")
     p.add_argument("--force", action="store_true", help="with --out: replace an existing file")
 
 

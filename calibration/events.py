@@ -294,7 +294,8 @@ def detect_video_taps(
     threshold = max(k * robust_sigma(energy), min_level)
     groups = _keep_typical(_clusters(e, ts, threshold, min_sep_s), e, rel)
     if not groups:
-        raise _no_events(stream, "video", duration, f"no frame change above {threshold:.1f} grey levels (max {e.max():.1f})")
+        raise _no_events(stream, "video", duration,
+                         f"no frame change above {threshold:.1f} grey levels (max {e.max():.1f})")
     times, strengths = [], []
     for g in groups:
         q = int(g[0])

@@ -140,7 +140,8 @@ def find_static_segments(
     return segments
 
 
-def find_still_period(data: np.ndarray, rate: float, min_duration_s: float = 1.0, window_s: float = 0.5) -> StaticSegment:
+def find_still_period(data: np.ndarray, rate: float, min_duration_s: float = 1.0,
+                      window_s: float = 0.5) -> StaticSegment:
     """The longest still stretch; CalibrationError when none lasts ``min_duration_s``."""
     segments = find_static_segments(data, rate, min_duration_s, window_s)
     if not segments:
@@ -160,7 +161,8 @@ def gyro_bias_noise(still: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return gyro.mean(axis=0), gyro.std(axis=0, ddof=1)
 
 
-def accel_from_six_poses(pose_means: dict[str, np.ndarray], full_matrix: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def accel_from_six_poses(pose_means: dict[str, np.ndarray],
+                         full_matrix: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Accelerometer offset (g), scale, and optional 3×3 matrix from the mean reading of each pose.
 
     For each axis, ``(up + down) / 2`` is the offset and ``(up − down) / 2`` is scale × 1 g. With
