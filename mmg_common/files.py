@@ -10,16 +10,34 @@ from pathlib import Path
 from typing import Any, Callable, IO
 
 
+def _process_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` would race other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Write ``path`` atomically: ``write(f)`` fills a binary temporary file that then replaces it.
 
     The folder is created when missing; on any error the temporary file is removed and the old
-    ``path`` (if any) is left as it was.
+    ``path`` (if any) is left as it was. The file keeps the mode of the one it replaces, or gets
+    the mode a plain ``open()`` would give it (not the 0600 of a temporary file).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_process_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
