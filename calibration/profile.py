@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from calibration.errors import CalibrationError
-from devices.base import MODALITIES, Chunk, ChunkCallback, Health
+from devices.base import Chunk, ChunkCallback, Health
+from mmg_common import MODALITIES, atomic_write_json
 
 FORMAT = "mmg-live-calibration"
 VERSION = 1
@@ -155,7 +155,9 @@ class CalibrationProfile:
         if not isinstance(doc, dict):
             raise CalibrationError(f"{where}: not a calibration profile (top level is not a JSON object)")
         if doc.get("format") != FORMAT:
-            raise CalibrationError(f"{where}: not a calibration profile (format is {doc.get('format')!r}, expected {FORMAT!r})")
+            raise CalibrationError(
+                f"{where}: not a calibration profile (format is {doc.get('format')!r}, expected {FORMAT!r})"
+            )
         version = doc.get("version")
         if not isinstance(version, int) or version < 1:
             raise CalibrationError(f"{where}: bad profile version {version!r}")
@@ -227,21 +229,7 @@ class CalibrationProfile:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the profile atomically (a crash leaves the old file intact); returns the path."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return p
+        return atomic_write_json(path, self.to_dict(), allow_nan=False)
 
     def summary(self) -> str:
         """A human-readable multi-line description (used by ``mmg-calibrate show``)."""

@@ -8,12 +8,10 @@ import numpy as np
 
 from calibration.errors import CalibrationError
 from calibration.events import frame_difference_energy
-from calibration.sync import StreamData
+from devices.session import SessionError, SessionReader, StreamData
 
 
-def _reader(folder: str | os.PathLike):
-    from mmg_live.live.recorder import SessionError, SessionReader
-
+def _reader(folder: str | os.PathLike) -> SessionReader:
     try:
         return SessionReader(folder)
     except SessionError as exc:
@@ -25,7 +23,7 @@ def session_streams(folder: str | os.PathLike) -> list[StreamData]:
     frame-difference energy (what the tap detector needs)."""
     reader = _reader(folder)
     out = []
-    for name, info in reader.streams.items():
+    for name in reader.streams:
         sd = reader.read(name)
         if len(sd.timestamps) < 3:
             continue  # a device that was off: calibrate the others

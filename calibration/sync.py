@@ -18,20 +18,10 @@ from scipy.stats import theilslopes
 from calibration.errors import CalibrationError
 from calibration.events import TapEvents, detect_audio_taps, detect_imu_taps, detect_video_taps
 from calibration.profile import CalibrationProfile, TimeOffset
+from devices.session import StreamData  # video's data here may be the frame-difference energy [n]
 
 DRIFT_MIN_SPAN_S = 30.0
 """Drift is estimated only when matched taps span at least this long."""
-
-
-@dataclass
-class StreamData:
-    """One recorded stream: host timestamps ``[n]`` and samples ``[n, ...]`` (video: frames, or the
-    frame-difference energy ``[n]``)."""
-
-    name: str
-    modality: str
-    timestamps: np.ndarray
-    data: np.ndarray
 
 
 @dataclass

@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mmg_common import atomic_write_bytes, one_line
 from mmg_live.models.mmg import MMGModel, TrainedParts, select_device
 from mmg_live.models.registry import MMGConfig
 
@@ -54,19 +54,9 @@ def _weights_digest(state: dict[str, torch.Tensor]) -> str:
 def write_safetensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
                             metadata: dict[str, str]) -> Path:
     """Write a safetensors file via a temporary file + rename, so a crash never leaves half a file."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def _state_for_saving(model: MMGModel) -> dict[str, torch.Tensor]:
@@ -106,7 +96,7 @@ def read_safetensors_json(path: Path, key: str, what: str, error: type[Exception
             metadata = handle.metadata() or {}
             tensors = {k: handle.get_tensor(k) for k in handle.keys()} if with_tensors else {}
     except Exception as exc:  # safetensors raises its own error types for bad headers
-        raise error(f"{path}: not a readable {what} file ({_one_line(exc)})") from None
+        raise error(f"{path}: not a readable {what} file ({one_line(exc, limit=200)})") from None
     if key not in metadata:
         raise error(f"{path}: safetensors file without {what} metadata (not an mmg-live {what})")
     try:
@@ -136,7 +126,7 @@ def read_info(path: str | os.PathLike) -> tuple[CheckpointInfo, dict[str, Any]]:
             format_version=version,
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: invalid checkpoint metadata ({_one_line(exc)})") from None
+        raise CheckpointError(f"{path}: invalid checkpoint metadata ({one_line(exc, limit=200)})") from None
     return info, raw
 
 
@@ -149,7 +139,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
     try:
         state = load_file(str(path), device="cpu")
     except Exception as exc:
-        raise CheckpointError(f"{path}: truncated or corrupt weights ({_one_line(exc)})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt weights ({one_line(exc, limit=200)})") from None
     expected = raw.get("weights_sha256")
     if expected and _weights_digest(state) != expected:
         raise CheckpointError(f"{path}: weights checksum mismatch (file corrupted after it was written)")
@@ -173,7 +163,3 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
     model.trained = info.trained
     target = select_device(device) if isinstance(device, str) else device
     return model.to(target).eval(), info
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__

@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from devices.base import Chunk
+from devices.session import SESSION_JSON
 
 DEMO_VERSION = 3
 DEMO_LABEL = "DEMO: replay of recorded UTD-MHAD trials (depth video + IMU) and FSDD speech, not a live camera"
@@ -86,12 +87,13 @@ def write_trial_session(folder: Path, utd_root: Path, trials: Sequence[tuple[int
     with one spoken digit of ``speaker`` in each pause.
     Returns the placed trials (also written as labelled segments).
     """
-    from mmg_live.live.recorder import SessionWriter
+    from devices.session import SessionWriter
     from trainer.data.fsdd import list_recordings, load_recording
     from trainer.data.utd_mhad import ACTIONS, list_trials, load_trial
 
     wanted = {(a, s, t) for a, s, t in trials}
-    refs = {(r.action, r.subject, r.trial): r for r in list_trials(utd_root) if (r.action, r.subject, r.trial) in wanted}
+    refs = {(r.action, r.subject, r.trial): r for r in list_trials(utd_root)}
+    refs = {key: ref for key, ref in refs.items() if key in wanted}
     missing = [x for x in trials if tuple(x) not in refs]
     if missing:
         raise DemoError(f"{utd_root}: no UTD-MHAD trial(s) {missing[:3]} (action, subject, trial)")
@@ -109,8 +111,9 @@ def write_trial_session(folder: Path, utd_root: Path, trials: Sequence[tuple[int
         devices["audio"] = {"device": f"FSDD speaker {speaker} (replay)", "rate": speech[0].streams["audio"].rate}
     placed: list[DemoTrial] = []
     t = gap_s
-    with SessionWriter(tmp, devices) as writer:
-        for k, key in enumerate(trials):
+    metadata = {"source": "mmg-live demo", "demo_version": DEMO_VERSION, "label": DEMO_LABEL}
+    with SessionWriter(tmp, devices, metadata=metadata) as writer:
+        for key in trials:
             clip = load_trial(refs[tuple(key)])
             video, imu = clip.streams["video"], clip.streams["imu"]
             duration = len(video) / video.rate
@@ -129,11 +132,7 @@ def write_trial_session(folder: Path, utd_root: Path, trials: Sequence[tuple[int
             _hold(writer, "imu", imu.data[-1:], end_imu, t - gap_s / 2, imu.rate)
         if speech:
             _write_speech(writer, speech, placed, gap_s, t)
-    meta_path = tmp / "session.json"
-    meta = json.loads(meta_path.read_text())
-    meta.update(source="mmg-live demo", demo_version=DEMO_VERSION, label=DEMO_LABEL,
-                trials=[vars(p) for p in placed])
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        writer.update_metadata(trials=[vars(p) for p in placed])
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
@@ -171,7 +170,7 @@ def demo_trials(actions: Iterable[int] = range(1, 28), subjects: Sequence[int] =
 def demo_session(root: Path | None = None, utd: Path | None = None, fsdd: Path | None = None) -> Path:
     """The demo session folder, written on first use (about 10 s); returns its path."""
     folder = (root or cache_root() / "demo") / f"session-v{DEMO_VERSION}"
-    if (folder / "session.json").is_file():
+    if (folder / SESSION_JSON).is_file():
         return folder
     utd = utd or find_dataset("utd-mhad")
     try:
@@ -185,5 +184,5 @@ def demo_session(root: Path | None = None, utd: Path | None = None, fsdd: Path |
 
 def session_trials(folder: Path) -> list[DemoTrial]:
     """The trials a demo/trial session holds (from its session.json)."""
-    meta = json.loads((Path(folder) / "session.json").read_text())
+    meta = json.loads((Path(folder) / SESSION_JSON).read_text())
     return [DemoTrial(**t) for t in meta.get("trials", [])]

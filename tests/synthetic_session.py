@@ -10,7 +10,7 @@ import torch
 
 from devices.base import Chunk
 from mmg_live.checkpoint import save_checkpoint
-from mmg_live.live.recorder import SessionWriter
+from devices.session import SessionWriter
 from mmg_live.models.mmg import build_model
 
 CLASSES = ["walk", "sit", "wave"]

@@ -15,7 +15,7 @@ from calibration.guided import POSE_HINTS
 from calibration.profile import CalibrationProfile
 from devices.base import Chunk
 from emulation_devices import LineWriter, socat_pair  # noqa: F401  (socat_pair is a fixture)
-from mmg_live.live.recorder import SessionWriter
+from devices.session import SessionWriter
 from test_calibration_signals import six_pose_recording, tap_recording
 
 
@@ -43,7 +43,8 @@ def tap_session(utd_mhad_dir, fsdd_dir, tmp_path_factory):
 def pose_session(utd_mhad_dir, tmp_path_factory):
     rec = six_pose_recording(utd_mhad_dir)
     ts = 500.0 + np.arange(len(rec.data)) / rec.rate
-    folder = _write_session(tmp_path_factory.mktemp("s") / "poses", [("imu", "imu", ts, rec.data.astype(np.float32), 5)], {})
+    streams = [("imu", "imu", ts, rec.data.astype(np.float32), 5)]
+    folder = _write_session(tmp_path_factory.mktemp("s") / "poses", streams, {})
     return rec, folder
 
 

@@ -33,7 +33,7 @@ def test_cached_counts_compute_calls_and_invalidates(tmp_path: Path) -> None:
     src.write_bytes(b"abcd")  # new content
     third = cache.cached({"file": file_key(src), "cfg": "a"}, compute)
     assert len(calls) == 3 and third["x"].tolist() == [97, 98, 99, 100]
-    assert not list((tmp_path / "cache").rglob(".tmp-*"))  # atomic write leaves no temp files
+    assert not [p for p in (tmp_path / "cache").rglob(".*") if p.is_file()]  # atomic write leaves no temp files
 
 
 def test_corrupt_entry_is_recomputed(tmp_path: Path) -> None:
@@ -58,7 +58,8 @@ def test_default_dir_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 
 def test_clip_round_trip() -> None:
-    clip = Clip("c1", {"imu": Stream(np.ones((4, 6), np.float32), np.arange(4) / 50, 50.0)}, None, None, "s", "1", None, "x")
+    imu = Stream(np.ones((4, 6), np.float32), np.arange(4) / 50, 50.0)
+    clip = Clip("c1", {"imu": imu}, None, None, "s", "1", None, "x")
     back = arrays_to_clip(clip_to_arrays(clip))
     assert (back.clip_id, back.label, back.label_name, back.split, back.source) == ("c1", None, None, None, "x")
     np.testing.assert_array_equal(back.streams["imu"].timestamps, clip.streams["imu"].timestamps)
@@ -135,6 +136,19 @@ def test_prune_and_clear_spare_other_files_and_fresh_temporaries(tmp_path: Path)
     assert removed.entries == 4  # three entries and the stale temporary
     assert (demo / "video.npz").exists() and fresh_tmp.exists() and not stale_tmp.exists()
     assert cache.clear().entries == 0
+
+
+def test_prune_removes_stale_atomic_write_temporaries_only(tmp_path: Path) -> None:
+    cache = Cache(tmp_path, max_bytes=None)
+    entry = _entry(cache, "a", 1000, 100)
+    fresh_tmp = entry.with_name(f".{entry.name}.writing.tmp")
+    fresh_tmp.write_bytes(b"x" * 10)
+    stale_tmp = entry.with_name(f".{entry.name}.crashed.tmp")
+    stale_tmp.write_bytes(b"x" * 10)
+    os.utime(stale_tmp, ns=(0, 0))
+    assert cache.usage().entries == 2  # the entry and the stale temporary
+    assert cache.prune(0).entries == 2
+    assert fresh_tmp.exists() and not stale_tmp.exists() and not entry.exists()
 
 
 def test_limit_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from devices.base import Chunk
-from mmg_live.live.recorder import SessionWriter
+from devices.session import SessionWriter
 from trainer.data.cache import Cache
 from trainer.data.clip import DataError
 from trainer.data.importer import import_utd_mhad

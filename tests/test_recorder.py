@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from devices.base import Chunk, host_now
-from mmg_live.live.recorder import SessionReader, SessionWriter
+from devices.session import SESSION_KEYS, SessionError, SessionReader, SessionWriter
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,9 @@ def _write_synthetic(folder: Path, t0: float = 100.0, **kwargs) -> dict:
     w.add_segment("wave", t0 + 0.2, t0 + 0.7)
     w.update_counters("imu", bad_lines=3, dropped=1)
     w.close()
-    return dict(color=color, gray=gray, audio=audio, imu=imu, t_color=t_color, t_gray=t_gray, t_audio=t_audio, t_imu=t_imu)
+    return dict(
+        color=color, gray=gray, audio=audio, imu=imu, t_color=t_color, t_gray=t_gray, t_audio=t_audio, t_imu=t_imu
+    )
 
 
 def test_round_trip_exact(tmp_path: Path) -> None:
@@ -90,7 +92,8 @@ def test_round_trip_exact(tmp_path: Path) -> None:
     sel = (ref["t_color"] >= 100.2) & (ref["t_color"] <= 100.5)
     np.testing.assert_array_equal(part.timestamps, ref["t_color"][sel])
     np.testing.assert_array_equal(part.data, ref["color"][sel])
-    np.testing.assert_array_equal(r.read_range("imu", 100.2, 100.5).data, ref["imu"][(ref["t_imu"] >= 100.2) & (ref["t_imu"] <= 100.5)])
+    imu_sel = (ref["t_imu"] >= 100.2) & (ref["t_imu"] <= 100.5)
+    np.testing.assert_array_equal(r.read_range("imu", 100.2, 100.5).data, ref["imu"][imu_sel])
     chunks = list(r.chunks("audio"))
     assert len(chunks) == 16 and chunks[0].modality == "audio" and chunks[0].stream == "audio"
 
@@ -126,6 +129,28 @@ def test_refuses_to_overwrite_and_rejects_bad_input(tmp_path: Path) -> None:
     w.close()
     assert not w.write(Chunk("video", np.array([5.0]), np.ones((1, 4, 4, 3), np.uint8), "cam"))  # closed
     np.testing.assert_array_equal(SessionReader(tmp_path / "s").read("cam").timestamps, [1.0, 4.0])
+
+
+def test_extra_metadata_round_trips_and_may_not_reuse_format_keys(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'segments'"):
+        SessionWriter(tmp_path / "clash", metadata={"subject": 1, "segments": []})
+    w = SessionWriter(tmp_path / "s", metadata={"subject": 7, "source": "utd-mhad"}, flush_interval=0.2)
+    w.write(Chunk("imu", np.array([1.0, 2.0]), np.ones((2, 6), np.float32)))
+    w.flush()
+    assert SessionReader(tmp_path / "s").metadata == {"subject": 7, "source": "utd-mhad"}  # in every flush
+    with pytest.raises(ValueError, match="'closed'"):
+        w.update_metadata(trials=[], closed=False)
+    with pytest.raises(ValueError, match="'when'"):
+        w.update_metadata(when=object())
+    w.update_metadata(trials=[{"label": "wave", "t0": 1.0, "t1": 2.0}], source="demo")
+    w.close()
+    with pytest.raises(SessionError, match="closed"):
+        w.update_metadata(late=True)
+    r = SessionReader(tmp_path / "s")
+    assert r.metadata == {"subject": 7, "source": "demo", "trials": [{"label": "wave", "t0": 1.0, "t1": 2.0}]}
+    assert r.closed and set(r.meta) - set(r.metadata) == SESSION_KEYS  # the format's own keys are untouched
+    SessionWriter(tmp_path / "plain").close()
+    assert set(SessionReader(tmp_path / "plain").meta) == SESSION_KEYS  # SESSION_KEYS lists what the format writes
 
 
 def test_background_flush_without_writes(tmp_path: Path) -> None:
@@ -176,7 +201,7 @@ def test_truncated_tails_are_recovered_and_reported(tmp_path: Path) -> None:
 _CHILD = r"""
 import sys, time, numpy as np
 from devices.base import Chunk, host_now
-from mmg_live.live.recorder import SessionWriter
+from devices.session import SessionWriter
 w = SessionWriter(sys.argv[1], {"audio": {"rate": 8000}, "video": {"fps": 30}})
 t0 = host_now()
 print("start", t0, flush=True)
@@ -254,7 +279,8 @@ def test_kill9_recovers_everything_older_than_one_second(tmp_path: Path) -> None
             np.testing.assert_allclose(np.diff(got.timestamps[:80]), 1 / 8000, atol=1e-9)  # inside a block
         else:
             np.testing.assert_array_equal(got.data[:, 3], idx * 0.25)
-        assert all(got.timestamps[k] == pytest.approx(t, abs=1e-9) for k, t in logged_t.items() if k < len(got.timestamps))
+        recovered = {k: t for k, t in logged_t.items() if k < len(got.timestamps)}
+        assert all(got.timestamps[k] == pytest.approx(t, abs=1e-9) for k, t in recovered.items())
 
 
 def test_video_segments_and_range_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from devices.base import Chunk, Source, host_now
 from devices.replay import ReplaySource, open_replay
-from mmg_live.live.recorder import SessionReader, SessionWriter
+from devices.session import SessionReader, SessionWriter
 
 
 def write_session(folder: Path, seconds: float = 1.0, t0: float = 1000.0) -> None:
@@ -86,7 +86,8 @@ def test_replay_reproduces_samples_and_relative_timing(tmp_path: Path) -> None:
     assert t_start - 0.01 <= anchors[0] <= t_start + 0.1  # rebased onto the host clock
     audio_chunks = cols["audio"].chunks
     sizes = np.array([len(c.timestamps) for c in audio_chunks])
-    assert sizes.sum() == 8000 and np.all(sizes[:-1] % 256 == 0) and np.median(sizes) == 256  # blocks kept (merged only when late)
+    # blocks kept (merged only when late)
+    assert sizes.sum() == 8000 and np.all(sizes[:-1] % 256 == 0) and np.median(sizes) == 256
     h = next(s for s in sources if s.name == "audio").health()
     assert h.extra["state"] == "finished" and h.finished and not h.connected
     assert h.samples == 8000 and h.nominal_rate == pytest.approx(80000)

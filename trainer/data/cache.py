@@ -16,15 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 import numpy as np
 
+from mmg_common.files import atomic_write
 from trainer.data.clip import Clip, arrays_to_clip, clip_to_arrays
 
 DEFAULT_MAX_GB = 20.0
@@ -168,18 +168,14 @@ class Cache:
         return self.prune(0)
 
     def _write(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-                written = f.tell()
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        sizes: list[int] = []
+
+        def save(f: IO[bytes]) -> None:
+            np.savez(f, **arrays)
+            sizes.append(f.tell())
+
+        atomic_write(path, save)
+        written = sizes[0]
         if self.max_bytes is None:
             return
         if self._size is None:
@@ -202,8 +198,8 @@ def _entries(root: Path) -> list[tuple[Path, int, int]]:
     """``(path, bytes, mtime_ns)`` of every entry under ``root``.
 
     Only the two-hex-digit shard folders are looked into (other things that share the folder,
-    such as the demo session, are never touched); a ``.tmp-`` file counts only once it is an
-    hour old, i.e. left behind by a crash rather than being written now.
+    such as the demo session, are never touched); a temporary file (see :func:`_is_temporary`)
+    counts only once it is an hour old, i.e. left behind by a crash rather than being written now.
     """
     out: list[tuple[Path, int, int]] = []
     if not root.is_dir():
@@ -215,16 +211,23 @@ def _entries(root: Path) -> list[tuple[Path, int, int]]:
         if not shard.is_dir(follow_symlinks=False):
             continue
         for entry in os.scandir(shard.path):
-            if not entry.name.endswith(".npz"):
+            temporary = _is_temporary(entry.name)
+            if not (entry.name.endswith(".npz") or temporary):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            if entry.name.startswith(".tmp-") and st.st_mtime_ns > stale_before:
+            if temporary and st.st_mtime_ns > stale_before:
                 continue
             out.append((Path(entry.path), st.st_size, st.st_mtime_ns))
     return out
+
+
+def _is_temporary(name: str) -> bool:
+    """Whether a shard file is an entry being written: ``atomic_write``'s ``.<entry>.<random>.tmp``,
+    or ``.tmp-<random>.npz`` as caches written before it named them."""
+    return name.startswith(".tmp-") or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def cached(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODALITIES = ("video", "audio", "imu")
+from mmg_common import MODALITIES  # still importable from here and from trainer.data
 
 
 class DataError(ValueError):

@@ -1,23 +1,22 @@
 """Turn dataset trials into ``mmg-live`` session folders (so replay and training see one format).
 
 UTD-MHAD: each trial becomes ``OUT/aA_sS_tT/`` written with
-:class:`mmg_live.live.recorder.SessionWriter`: depth rendered by
+:class:`devices.session.SessionWriter`: depth rendered by
 :func:`trainer.data.utd_mhad.depth_to_gray8` as 1-channel video (lossless FFV1) with the
 trial's true timing (frame i at i/30 s), the IMU with its normalised-time timestamps, and
-the action as one labelled segment covering the trial. ``subject`` and ``source`` are added
-to ``session.json``. Existing session folders are never overwritten (they are skipped).
+the action as one labelled segment covering the trial. ``subject``, ``source`` and ``trial``
+are written to ``session.json`` as the writer's extra metadata. Existing session folders are never
+overwritten (they are skipped).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from devices.base import Chunk
-from mmg_live.live.recorder import SESSION_JSON, SessionWriter
+from devices.session import SESSION_JSON, SessionWriter
 from trainer.data.clip import DataError
 from trainer.data.utd_mhad import DEPTH_FAR_MM, DEPTH_NEAR_MM, list_trials, load_trial
 
@@ -28,15 +27,6 @@ class ImportReport:
 
     written: list[Path] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _add_json_fields(folder: Path, extra: dict) -> None:
-    path = folder / SESSION_JSON
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    meta.update(extra)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def import_utd_mhad(
@@ -69,16 +59,21 @@ def import_utd_mhad(
                 "rendering": f"depth_to_gray8 near={DEPTH_NEAR_MM:g}mm far={DEPTH_FAR_MM:g}mm",
                 "file": str(ref.depth_path),
             },
-            "imu": {"device": "UTD-MHAD inertial", "placement": placement, "units": "g, deg/s", "file": str(ref.inertial_path)},
+            "imu": {
+                "device": "UTD-MHAD inertial",
+                "placement": placement,
+                "units": "g, deg/s",
+                "file": str(ref.inertial_path),
+            },
         }
-        writer = SessionWriter(folder, devices)
+        metadata = {"subject": clip.subject, "source": "utd-mhad", "trial": ref.trial}
+        writer = SessionWriter(folder, devices, metadata=metadata)
         try:
             writer.write(Chunk("video", video.timestamps, video.data, "video"))
             writer.write(Chunk("imu", imu.timestamps, imu.data, "imu"))
             writer.add_segment(clip.label_name or str(clip.label), 0.0, len(video) / video.rate)
         finally:
             writer.close()
-        _add_json_fields(folder, {"subject": clip.subject, "source": "utd-mhad", "trial": ref.trial})
         report.written.append(folder)
         if progress is not None:
             progress(f"[{k}/{len(trials)}] {folder}")

@@ -1,13 +1,13 @@
 """Recorded ``mmg-live`` sessions → one Clip per labelled segment.
 
-A session folder (written by :class:`mmg_live.live.recorder.SessionWriter`) holds
+A session folder (written by :class:`devices.session.SessionWriter`) holds
 ``session.json`` with ``segments: [{"label", "t0", "t1"}]`` in host-monotonic seconds and the
-streams' files; :class:`~mmg_live.live.recorder.SessionReader` reads them. Each segment becomes
+streams' files; :class:`~devices.session.SessionReader` reads them. Each segment becomes
 a Clip whose streams hold the samples with ``t0 <= t <= t1`` (the writer's segments are closed
 intervals), re-based so the clip starts at 0.0. When a session has several streams of one
 modality, the first listed in ``session.json`` is used.
 
-Optional ``session.json`` keys written by ``mmg-data import`` (and ignored by the recorder):
+Optional ``session.json`` keys written by ``mmg-data import`` (the writer's extra metadata):
 ``subject`` (who), ``source`` (dataset name).
 """
 
@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from mmg_live.live.recorder import SESSION_JSON, SessionError, SessionReader
+from devices.session import SESSION_JSON, SessionError, SessionReader
 from trainer.data.cache import Cache, file_key
 from trainer.data.clip import Clip, DataError, Stream
 
@@ -65,7 +65,7 @@ def list_segments(folder: str | Path) -> list[SegmentRef]:
     """The labelled segments of one session (reads ``session.json`` only)."""
     folder = Path(folder)
     reader = _reader(folder)
-    subject = str(reader.meta.get("subject") or "")
+    subject = str(reader.metadata.get("subject") or "")
     out = []
     for i, seg in enumerate(reader.segments):
         try:
@@ -132,7 +132,9 @@ def load_session(
 
 def _segment_clip(seg: SegmentRef, streams: dict[str, Stream], class_names: Sequence[str]) -> Clip:
     if seg.label not in class_names:
-        raise DataError(f"{seg.folder / SESSION_JSON}: segment {seg.index} label {seg.label!r} is not among the classes")
+        raise DataError(
+            f"{seg.folder / SESSION_JSON}: segment {seg.index} label {seg.label!r} is not among the classes"
+        )
     cropped = {}
     for m, s in streams.items():
         keep = (s.timestamps >= seg.t0) & (s.timestamps <= seg.t1)
@@ -181,7 +183,9 @@ class SessionDataset:
                     self.segments.extend(list_segments(folder))
                 except DataError as exc:
                     self.skipped.append((str(folder), str(exc)))
-        self.class_names = tuple(class_names) if class_names is not None else tuple(sorted({s.label for s in self.segments}))
+        if class_names is None:
+            class_names = sorted({s.label for s in self.segments})
+        self.class_names = tuple(class_names)
         self.modalities = tuple(modalities)
         self.cache = cache
         self._streams: tuple[Path, dict[str, Stream]] | None = None
@@ -211,7 +215,9 @@ class SessionDataset:
             "modalities": sorted(self.modalities),  # the same clip whatever order they were asked in
             "files": [file_key(f) for f in files],
         }
-        return self.cache.cached_clip(key, lambda: _segment_clip(seg, self._session_streams(seg.folder), self.class_names))
+        return self.cache.cached_clip(
+            key, lambda: _segment_clip(seg, self._session_streams(seg.folder), self.class_names)
+        )
 
     def __iter__(self) -> Iterator[Clip]:
         for i, seg in enumerate(self.segments):
