@@ -45,10 +45,9 @@ format's names or :class:`StreamData` does not load OpenCV and libsndfile.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mmg_common.lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "FORMAT_NAME": "format",
     "FORMAT_VERSION": "format",
     "IMU_COLUMNS": "format",
@@ -60,13 +59,4 @@ _EXPORTS = {
     "stream_key": "format",
     "SessionWriter": "writer",
     "SessionReader": "reader",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+})
