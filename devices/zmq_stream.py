@@ -23,21 +23,18 @@ DIR`` writes a server and a client pair): the publisher loads its ``*.key_secret
 (``--curve-secret``), optionally admitting only client keys found in ``--curve-clients DIR``;
 a subscriber loads the server's public ``*.key`` file (``curve_server_key``).
 
-``main()`` is the ``mmg-stream`` console script.
+The ``mmg-stream`` console script that publishes local devices is :mod:`mmg_live.stream_cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import queue
 import socket
-import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -488,192 +485,3 @@ def open_remote(
         )
         for name, info in sorted(probe._catalog.items())
     ]
-
-
-# --------------------------------------------------------------------------------------------
-# local device construction (shared with mmg-live)
-# --------------------------------------------------------------------------------------------
-
-
-def parse_imu_spec(spec: str, default_baud: int = 115200) -> tuple[str, int]:
-    """``"PORT[@BAUD]"`` → ``(port, baud)``; ValueError naming the spec when BAUD is not a number."""
-    port, sep, baud = spec.rpartition("@")
-    if not sep or "://" in baud:
-        return spec, default_baud
-    if not baud.isdigit() or int(baud) <= 0:
-        raise ValueError(f"--imu {spec!r}: baud rate {baud!r} is not a positive integer")
-    return port, int(baud)
-
-
-def make_camera(spec: str) -> Source:
-    """``devices.camera.CameraSource(spec)`` (imported only when a camera is asked for)."""
-    try:
-        from devices import camera
-    except ImportError as exc:
-        raise DeviceError(f"camera {spec}: camera support is not available ({exc})") from exc
-    return camera.CameraSource(spec)
-
-
-def make_microphone(device: str | None) -> Source:
-    """``devices.microphone.MicrophoneSource(device=...)``; a numeric device is an index."""
-    try:
-        from devices import microphone
-    except ImportError as exc:
-        raise DeviceError(f"microphone {device or 'default'}: microphone support is not available ({exc})") from exc
-    dev: int | str | None = int(device) if device is not None and device.isdigit() else device
-    return microphone.MicrophoneSource(device=dev)
-
-
-def make_imu(spec: str) -> Source:
-    """``devices.imu_serial.SerialImuSource(port, baud=...)`` from ``PORT[@BAUD]``."""
-    try:
-        from devices import imu_serial
-    except ImportError as exc:
-        raise DeviceError(f"serial IMU {spec}: serial IMU support is not available ({exc})") from exc
-    port, baud = parse_imu_spec(spec)
-    return imu_serial.SerialImuSource(port, baud=baud)
-
-
-def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--camera/--mic/--imu/--replay/--speed`` options shared by mmg-stream and mmg-live."""
-    parser.add_argument("--camera", metavar="SPEC", help="camera index, video file or URL")
-    parser.add_argument(
-        "--mic", nargs="?", const="", default=None, metavar="DEVICE",
-        help="microphone (optional PortAudio device index or name; default input when omitted)",
-    )
-    parser.add_argument("--imu", metavar="PORT[@BAUD]", help="serial IMU port, e.g. /dev/ttyACM0@115200")
-    parser.add_argument("--replay", metavar="DIR", help="replay a recorded session folder")
-    parser.add_argument("--speed", type=float, default=1.0, help="replay speed factor (default 1)")
-    parser.add_argument("--loop", action="store_true", help="replay: start again from the beginning at the end")
-
-
-def build_sources(args: argparse.Namespace, prog: str) -> list[tuple[str, Any]]:
-    """Factories ``(label, make)`` for the devices named in ``args``; ``make()`` builds the Source(s)."""
-    out: list[tuple[str, Any]] = []
-    if args.camera is not None:
-        out.append((f"camera {args.camera}", lambda: [make_camera(args.camera)]))
-    if args.mic is not None:
-        label = f"microphone {args.mic or 'default'}"
-        out.append((label, lambda: [make_microphone(args.mic or None)]))
-    if args.imu is not None:
-        parse_imu_spec(args.imu)  # bad spec: fail now, before anything opens
-        out.append((f"imu {args.imu}", lambda: [make_imu(args.imu)]))
-    if args.replay is not None:
-        from devices.replay import open_replay
-
-        out.append((f"replay {args.replay}", lambda: open_replay(args.replay, speed=args.speed,
-                                                                    loop=getattr(args, "loop", False))))
-    return out
-
-
-def unique_names(sources: Sequence[Source]) -> None:
-    """Rename sources in place so no two share a stream name (``imu``, ``imu_2``, ...).
-
-    Two devices of one kind (or a device and a replay) default to the same name; their chunks
-    would otherwise be mixed into one stream by recorders, buffers and publishers.
-    """
-    seen: set[str] = set()
-    for src in sources:
-        name, k = src.name, 2
-        while name in seen:
-            name, k = f"{src.name}_{k}", k + 1
-        if name != src.name:
-            src.name = name
-        seen.add(name)
-
-
-def _keygen(folder: str) -> int:
-    import zmq.auth
-
-    path = Path(folder)
-    path.mkdir(parents=True, exist_ok=True)
-    for name in ("server", "client"):
-        if (path / f"{name}.key_secret").exists():
-            print(f"mmg-stream: {path / (name + '.key_secret')} exists; not overwriting", file=sys.stderr)
-            return 1
-    for name in ("server", "client"):
-        public, secret = zmq.auth.create_certificates(str(path), name)
-        os.chmod(secret, 0o600)
-    print(f"mmg-stream: wrote {path}/server.key(_secret) and {path}/client.key(_secret)")
-    print(f"  publisher:  mmg-stream --curve-secret {path}/server.key_secret ...")
-    print(f"  subscriber: mmg-live --remote ENDPOINT --curve-server-key {path}/server.key")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``mmg-stream``: publish local devices (or a replayed session) over ZeroMQ."""
-    parser = argparse.ArgumentParser(
-        prog="mmg-stream", description="Publish camera/microphone/IMU chunks over ZeroMQ (loopback by default)."
-    )
-    add_device_arguments(parser)
-    parser.add_argument(
-        "--bind", default=DEFAULT_BIND,
-        help=f"endpoint to bind (default {DEFAULT_BIND}; other interfaces only when given here)",
-    )
-    parser.add_argument("--curve-secret", metavar="FILE", help="publisher CURVE secret certificate (*.key_secret)")
-    parser.add_argument("--curve-clients", metavar="DIR", help="only admit clients whose public certificates are here")
-    parser.add_argument("--curve-keygen", metavar="DIR", help="write server and client CURVE certificates and exit")
-    parser.add_argument("--seconds", type=float, default=None, help="stop after N seconds (default: until Ctrl-C)")
-    parser.add_argument("--wait-subscriber", type=float, default=0.0, metavar="S",
-                        help="wait up to S seconds for a subscriber before starting the devices")
-    args = parser.parse_args(argv)
-    if args.curve_keygen:
-        return _keygen(args.curve_keygen)
-    if args.curve_clients and not args.curve_secret:
-        parser.error("--curve-clients needs --curve-secret")
-    try:
-        factories = build_sources(args, "mmg-stream")
-    except ValueError as exc:
-        parser.error(str(exc))
-    if not factories:
-        parser.error("nothing to publish: give --camera, --mic, --imu and/or --replay")
-    sources: list[Source] = []
-    for label, make in factories:
-        try:
-            sources.extend(make())
-        except Exception as exc:  # a missing device must not stop the others
-            msg = str(exc) if isinstance(exc, DeviceError) else f"{label}: {exc}"
-            print(f"mmg-stream: {msg}", file=sys.stderr)
-    unique_names(sources)
-    try:
-        pub = ZmqPublisher(
-            args.bind, curve_secret=args.curve_secret, curve_clients=args.curve_clients, sources=sources
-        )
-    except DeviceError as exc:
-        print(f"mmg-stream: {exc}", file=sys.stderr)
-        return 1
-    started: list[Source] = []
-    try:
-        print(f"mmg-stream: publishing on {pub.endpoint}: {', '.join(s.name for s in sources) or 'nothing'}", flush=True)
-        if args.wait_subscriber > 0 and not pub.wait_for_subscribers(1, args.wait_subscriber):
-            print(f"mmg-stream: no subscriber within {args.wait_subscriber:g} s; starting anyway", file=sys.stderr)
-        for src in sources:
-            try:
-                src.start()
-                started.append(src)
-            except Exception as exc:
-                print(f"mmg-stream: {src.name}: {exc}", file=sys.stderr)
-        if not started:
-            print("mmg-stream: no device could be opened", file=sys.stderr)
-            return 1
-        deadline = None if args.seconds is None else time.monotonic() + args.seconds
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic())))
-            if all(s.health().extra.get("state") == "finished" for s in started):
-                break
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for src in started:
-            src.stop()
-        pub.flush(2.0)
-        pub.close()
-        pub.ctx.term()  # waits (up to the linger time) until queued messages are sent
-    for src in started:
-        h = src.health()
-        print(f"mmg-stream: {src.name}: {h.samples} samples sent", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,18 +1,18 @@
 """``mmg-live``: the live app's command line.
 
-Opening any mix of sources (``--camera``, ``--mic``, ``--imu``, ``--remote``,
-``--replay``) and headless capture (``--headless [--record DIR] [--seconds N]``), which records
-every source that opens into a session folder and prints a per-stream summary. A device that
-fails to open is reported on one line and the others keep going; the exit status is non-zero
-only when none opened.
+Parses the options into one :class:`~mmg_live.options.LiveOptions` and runs the Qt GUI
+(``mmg_live.gui.app.main(options)``) or, with ``--headless``, a capture loop: every source that
+opens (``--camera``, ``--mic``, ``--imu``, ``--remote``, ``--replay``; see
+:func:`mmg_live.sources.open_sources`) is recorded with ``--record DIR`` and summarised per stream
+at the end. A device that fails to open is reported on one line and the others keep going; the
+exit status is non-zero only when none opened.
 
-Headless inference: with ``--checkpoint`` the live engine runs on the sources and prints every
-prediction as one JSON line on stdout (status lines then go to stderr), optionally also to
-``--jsonl FILE`` and a ZeroMQ publisher (``--publish``), with custom actions from
-``--prototypes``; ``--device`` picks the compute device. ``--config`` is accepted for the GUI.
-Without ``--headless`` the Qt GUI (``mmg_live.gui.app.main(args)``) is started. ``--demo``
-replays the built-in session of :mod:`mmg_live.demo` (looping, labelled as a replay) with the
-shipped default checkpoint, in the GUI or, with ``--headless``, as JSON lines.
+Headless inference runs when ``--checkpoint`` or any prediction output (``--jsonl``,
+``--prototypes``, ``--publish``) is given, with the shipped default model when no
+``--checkpoint`` is: every prediction is one JSON line on stdout (status lines then go to
+stderr), optionally also in ``--jsonl FILE`` and on a ZeroMQ publisher. ``--demo`` replays the
+built-in session of :mod:`mmg_live.demo` (looping, labelled as a replay) with the shipped default
+checkpoint, in the GUI or, with ``--headless``, as JSON lines.
 """
 
 from __future__ import annotations
@@ -21,27 +21,27 @@ import argparse
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from devices.base import Source, host_now
+from devices.base import host_now
+from mmg_common import one_line
+from mmg_live.device_arguments import add_device_arguments, add_remote_arguments, device_config
 from mmg_live.live.memory import limit_malloc_arenas
+from mmg_live.options import LiveOptions
+from mmg_live.sources import (OpenedSource, all_finished, calibration_record, device_settings, load_calibration,
+                              open_sources, parse_imu_spec)
 
 PROG = "mmg-live"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mmg-live`` argument parser."""
-    from devices.zmq_stream import add_device_arguments
-
     p = argparse.ArgumentParser(prog=PROG, description="Real-time multimodal action recognition (video, audio, IMU).")
     src = p.add_argument_group("sources")
     add_device_arguments(src)
-    src.add_argument("--remote", metavar="ENDPOINT", action="append", default=[],
-                     help="subscribe to every stream of an mmg-stream publisher (repeatable)")
-    src.add_argument("--curve-server-key", metavar="FILE", help="publisher's CURVE public certificate for --remote")
-    src.add_argument("--remote-rebase", action="store_true",
-                     help="shift --remote timestamps onto this host's clock (estimated from the publisher's beacons)")
+    add_remote_arguments(src)
     run = p.add_argument_group("run")
     run.add_argument("--headless", action="store_true", help="no GUI: capture (and record) from the command line")
     run.add_argument("--record", metavar="DIR", help="record every source into this new session folder")
@@ -49,9 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="recorded video: ffv1 lossless (default, ~13 MB/s at 640x480x30) or mp4v/mjpg (lossy, small)")
     run.add_argument("--seconds", type=float, default=None, metavar="N", help="stop after N seconds")
     run.add_argument("--demo", action="store_true",
-                     help="no hardware needed: replay built-in recorded trials (clearly labelled) with the default model")
+                     help="no hardware needed: replay built-in recorded trials (clearly labelled) "
+                          "with the default model")
     run.add_argument("--calibration", metavar="FILE", help="calibration profile (JSON); stored with recordings")
-    inf = p.add_argument_group("inference (--headless: predictions as JSON lines on stdout)")
+    inf = p.add_argument_group(
+        "inference",
+        "The GUI always predicts (with the shipped default model unless --checkpoint is given). With --headless, "
+        "predictions are made when --checkpoint, --jsonl, --prototypes or --publish is given (the shipped default "
+        "model without --checkpoint) and printed as JSON lines on stdout; otherwise it only captures.")
     inf.add_argument("--checkpoint", metavar="FILE",
                      help="model checkpoint (safetensors + JSON); 'default' = the shipped model (the GUI's default)")
     inf.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="compute device")
@@ -59,69 +64,49 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--jsonl", metavar="FILE", help="append predictions as JSON lines")
     inf.add_argument("--publish", metavar="ENDPOINT", nargs="?", const="tcp://127.0.0.1:5556",
                      help="publish predictions over ZeroMQ (default tcp://127.0.0.1:5556)")
-    inf.add_argument("--config", metavar="FILE", help="app configuration file")
     return p
+
+
+def live_options(args: argparse.Namespace) -> LiveOptions:
+    """The typed options of a namespace parsed by :func:`build_parser` (no validation, no defaults filled)."""
+    return LiveOptions(
+        devices=device_config(args, remote=True), checkpoint=args.checkpoint, device=args.device,
+        prototypes=args.prototypes, jsonl=args.jsonl, publish=args.publish, record=args.record,
+        video_codec=args.video_codec, calibration=args.calibration, seconds=args.seconds, demo=args.demo,
+        headless=args.headless,
+    )
 
 
 def _err(msg: str) -> None:
     print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
 
 
-def _device_error(label: str, exc: BaseException) -> str:
-    """One line for a device that failed: DeviceError messages already name their device."""
-    from devices.base import DeviceError
+def _default_checkpoint() -> str:
+    from mmg_live.assets import default_checkpoint_path
 
-    msg = " ".join(str(exc).split()) or type(exc).__name__
-    return msg if isinstance(exc, DeviceError) else f"{label}: {msg}"
+    return str(default_checkpoint_path())
 
 
-def _load_calibration(path: str):
-    """The calibration profile (validated); its errors name the file and the field."""
-    from calibration.errors import CalibrationError
-    from calibration.profile import CalibrationProfile
-
-    try:
-        return CalibrationProfile.load(path)
-    except (CalibrationError, OSError) as exc:
-        raise ValueError(f"--calibration: {' '.join(str(exc).split())}") from None
-
-
-def _factories(args: argparse.Namespace) -> list[tuple[str, Any]]:
-    from devices.zmq_stream import build_sources, open_remote
-
-    factories = build_sources(args, PROG)
-    for endpoint in args.remote:
-        factories.append(
-            (f"remote {endpoint}",
-             lambda e=endpoint: open_remote(e, curve_server_key=args.curve_server_key, rebase=args.remote_rebase))
-        )
-    return factories
-
-
-def _prepare_demo(args: argparse.Namespace) -> None:
+def _prepare_demo(options: LiveOptions) -> LiveOptions:
     """``--demo``: the built-in replay (written on first run) and the shipped default model."""
     from mmg_live.demo import DEMO_LABEL, demo_session
 
-    if args.replay or args.camera is not None or args.mic is not None or args.imu or args.remote:
+    if not options.devices.empty():
         raise ValueError("--demo brings its own source; drop --camera/--mic/--imu/--remote/--replay")
     _err("demo: preparing the built-in replay session (first run: ~10 s) ...")
-    args.replay = str(demo_session())
-    args.loop = True
-    args.source_label = DEMO_LABEL
-    if args.checkpoint is None:
-        from mmg_live.assets import default_checkpoint_path
-
-        args.checkpoint = str(default_checkpoint_path())
-    _err(f"demo: {DEMO_LABEL}\ndemo: session {args.replay}, model {args.checkpoint}")
+    devices = replace(options.devices, replay=str(demo_session()), loop=True)
+    checkpoint = options.checkpoint or _default_checkpoint()
+    _err(f"demo: {DEMO_LABEL}\ndemo: session {devices.replay}, model {checkpoint}")
+    return replace(options, devices=devices, source_label=DEMO_LABEL, checkpoint=checkpoint)
 
 
-def _run_gui(args: argparse.Namespace) -> int:
+def _run_gui(options: LiveOptions) -> int:
     try:
-        from mmg_live.gui import app  # type: ignore[attr-defined]
+        from mmg_live.gui import app
     except ImportError:
         _err("the GUI is not available in this build yet; use --headless (see --help)")
         return 2
-    return int(app.main(args) or 0)
+    return int(app.main(options) or 0)
 
 
 class _Stopper:
@@ -142,92 +127,82 @@ class _Stopper:
             signal.signal(sig, handler)
 
 
-def _device_settings(src: Source, label: str) -> dict:
-    h = src.health()
-    settings: dict[str, Any] = {"source": label, "modality": src.modality, "nominal_rate": h.nominal_rate}
-    if src.modality == "audio" and h.nominal_rate:
-        settings["rate"] = h.nominal_rate
-    if src.modality == "video" and h.nominal_rate:
-        settings["fps"] = h.nominal_rate
-    extra = {k: v for k, v in h.extra.items() if isinstance(v, (str, int, float, bool, type(None)))}
-    if extra:
-        settings["extra"] = extra
-    return settings
+class _SetupFailed(Exception):
+    """The model or the recording could not be set up; the message is the one line to print."""
 
 
-def _headless(args: argparse.Namespace, calibration=None) -> int:
+class _Consumers:
+    """What the headless run attaches to the sources before they start: the engine and the writer."""
+
+    def __init__(self, options: LiveOptions, calibration: Any) -> None:
+        self.options = options
+        self.calibration = calibration
+        self.inference: Any = None
+        self.writer: Any = None
+
+    def attach(self, built: list[OpenedSource]) -> None:
+        """``open_sources``' ``before_start`` hook: raises :class:`_SetupFailed` with the line to print."""
+        options = self.options
+        if options.runs_inference:
+            from mmg_live.live.headless import HeadlessInference
+
+            try:
+                self.inference = HeadlessInference(
+                    options.checkpoint, [o.source for o in built], device=options.device,
+                    prototypes=options.prototypes, jsonl=options.jsonl, publish=options.publish)
+            except (ValueError, OSError, RuntimeError) as exc:
+                raise _SetupFailed(one_line(exc)) from exc
+            if self.inference.warning:
+                _err(self.inference.warning)
+        if options.record:
+            from devices.session import SessionWriter
+
+            devices = {o.source.name: device_settings(o.source, o.label) for o in built}
+            try:
+                self.writer = SessionWriter(options.record, devices,
+                                            calibration=calibration_record(self.calibration, options.calibration),
+                                            video_codec=options.video_codec)
+            except (OSError, ValueError) as exc:
+                if self.inference is not None:
+                    self.inference.stop()
+                    self.inference = None
+                raise _SetupFailed(f"--record {options.record}: {exc}") from exc
+            for o in built:
+                o.source.subscribe(self.writer.write)
+
+
+def _headless(options: LiveOptions, calibration: Any = None) -> int:
     # with inference, stdout carries only prediction JSON lines; status lines go to stderr
-    out = sys.stderr if args.checkpoint else sys.stdout
-    factories = _factories(args)
-    sources: list[tuple[str, Source]] = []
-    for label, make in factories:
-        try:
-            for src in make():
-                sources.append((label, src))
-        except Exception as exc:  # one bad device must not stop the others
-            _err(_device_error(label, exc))
-    from devices.zmq_stream import unique_names
-
-    unique_names([src for _, src in sources])
-    if calibration is not None:
-        # Bias/scale on IMU samples, offsets (and drift) on timestamps, before anything sees them.
-        from calibration.profile import ProfileApplier
-
-        applier = ProfileApplier(calibration)
-        sources = [(label, applier.wrap(src)) for label, src in sources]
-    inference = None
-    if args.checkpoint:
-        from mmg_live.live.engine import HeadlessInference
-
-        try:
-            inference = HeadlessInference(args.checkpoint, [src for _, src in sources], device=args.device,
-                                          prototypes=args.prototypes, jsonl=args.jsonl, publish=args.publish)
-        except (ValueError, OSError, RuntimeError) as exc:
-            _err(" ".join(str(exc).split()))
-            return 1
-        if inference.warning:
-            _err(inference.warning)
-    writer = None
-    if args.record:
-        from mmg_live.live.recorder import SessionWriter
-
-        devices = {src.name: _device_settings(src, label) for label, src in sources}
-        try:
-            applied = None if calibration is None else {"file": str(Path(args.calibration).resolve()),
-                                                         **calibration.to_dict()}
-            writer = SessionWriter(args.record, devices, calibration=applied, video_codec=args.video_codec)
-        except (OSError, ValueError) as exc:
-            _err(f"--record {args.record}: {exc}")
-            return 1
-    started: list[tuple[str, Source]] = []
+    out = sys.stderr if options.runs_inference else sys.stdout
+    consumers = _Consumers(options, calibration)
+    started: list[OpenedSource] = []
     t_start = host_now()
     with _Stopper() as stopper:
         try:
-            for label, src in sources:
-                if writer is not None:
-                    src.subscribe(writer.write)
-                try:
-                    src.start()
-                except Exception as exc:
-                    _err(_device_error(label, exc))
-                    if writer is not None:
-                        writer.update_device(src.name, opened=False, error=str(exc))
-                    continue
-                started.append((label, src))
+            try:
+                opened = open_sources(options.devices, calibration, before_start=consumers.attach, on_message=_err)
+            except _SetupFailed as exc:
+                _err(str(exc))
+                return 1
+            started = opened.started
+            inference, writer = consumers.inference, consumers.writer
+            if writer is not None:
+                for o, exc in opened.not_started:
+                    writer.update_device(o.source.name, opened=False, error=str(exc))
             if not started:
                 _err("no source could be opened; nothing recorded" if writer else "no source could be opened")
                 return 1
-            names = ", ".join(f"{s.name} ({s.modality})" for _, s in started)
-            print(f"{PROG}: capturing {names}" + (f" into {args.record}" if writer else ""), file=out, flush=True)
+            names = ", ".join(f"{o.source.name} ({o.source.modality})" for o in started)
+            print(f"{PROG}: capturing {names}" + (f" into {options.record}" if writer else ""), file=out, flush=True)
             if inference is not None:
                 inference.start()
-            deadline = None if args.seconds is None else t_start + args.seconds
+            deadline = None if options.seconds is None else t_start + options.seconds
             next_counters = host_now()
             while not stopper.event.is_set():
                 now = host_now()
                 if deadline is not None and now >= deadline:
                     break
-                if all(s.health().extra.get("state") == "finished" for _, s in started):
+                if all_finished([o.source for o in started]):
                     break  # only replays, all played out
                 if writer is not None and now >= next_counters:
                     if writer.error is not None:
@@ -236,46 +211,51 @@ def _headless(args: argparse.Namespace, calibration=None) -> int:
                     next_counters = now + 1.0
                 stopper.event.wait(0.05 if deadline is None else max(0.0, min(0.05, deadline - now)))
         finally:
-            for _, src in started:
+            for o in started:
                 try:
-                    src.stop()
+                    o.source.stop()
                 except Exception as exc:
-                    _err(f"{src.name}: stopping failed: {exc}")
-            engine_stats = inference.stop() if inference is not None else None
+                    _err(f"{o.source.name}: stopping failed: {exc}")
+            engine_stats = consumers.inference.stop() if consumers.inference is not None else None
             failed = None
-            if writer is not None:
-                _update_counters(writer, started)
+            if consumers.writer is not None:
+                _update_counters(consumers.writer, started)
                 try:
-                    writer.close()
+                    consumers.writer.close()
                 except RuntimeError as exc:  # SessionError: disk full, folder removed, ...
                     failed = str(exc)
-    _summary(started, writer, host_now() - t_start, args.record, out)
+    _summary(started, consumers.writer, host_now() - t_start, options.record, out)
     if engine_stats is not None:
-        print(f"{PROG}: {engine_stats['predictions']} predictions, {engine_stats['skipped']} windows skipped, "
-              f"{engine_stats['errors']} errors" + (f" (last: {engine_stats['last_error']})" if engine_stats["errors"] else "")
-              + (f"; engine {engine_stats['state']}: {engine_stats['reason']}" if engine_stats["reason"] else ""),
-              file=out, flush=True)
+        print(f"{PROG}: {_engine_summary(engine_stats)}", file=out, flush=True)
     if failed:
-        _err(f"recording failed: {failed}; what was written before is in {args.record}")
+        _err(f"recording failed: {failed}; what was written before is in {options.record}")
         return 1
     return 0
 
 
-def _update_counters(writer: Any, started: list[tuple[str, Source]]) -> None:
-    for _, src in started:
-        h = src.health()
+def _engine_summary(stats: dict[str, Any]) -> str:
+    line = f"{stats['predictions']} predictions, {stats['skipped']} windows skipped, {stats['errors']} errors"
+    if stats["errors"]:
+        line += f" (last: {stats['last_error']})"
+    if stats["reason"]:
+        line += f"; engine {stats['state']}: {stats['reason']}"
+    return line
+
+
+def _update_counters(writer: Any, started: list[OpenedSource]) -> None:
+    for o in started:
+        h = o.source.health()
         writer.update_counters(
-            src.name, samples=h.samples, dropped=h.dropped, bad_lines=h.bad_lines, gaps=h.gaps, late=h.late,
+            o.source.name, samples=h.samples, dropped=h.dropped, bad_lines=h.bad_lines, gaps=h.gaps, late=h.late,
             reconnects=h.reconnects,
         )
 
 
-def _summary(started: list[tuple[str, Source]], writer: Any, elapsed: float, folder: str | None,
-             out: Any = None) -> None:
-    out = out or sys.stdout
+def _summary(started: list[OpenedSource], writer: Any, elapsed: float, folder: str | None, out: Any) -> None:
     written = writer.stats() if writer is not None else {}
     print(f"{PROG}: {elapsed:.1f} s captured", file=out)
-    for _, src in started:
+    for o in started:
+        src = o.source
         h = src.health()
         w = written.get(src.name, {})
         first, last, n = w.get("first_time"), w.get("last_time"), w.get("samples", h.samples)
@@ -302,30 +282,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--seconds must be > 0, got {args.seconds:g}")
     if args.speed <= 0:
         parser.error(f"--speed must be > 0, got {args.speed:g}")
+    options = live_options(args)
     try:
-        if args.demo:
-            _prepare_demo(args)
-        if args.checkpoint == "default":
-            from mmg_live.assets import default_checkpoint_path
-
-            args.checkpoint = str(default_checkpoint_path())
-        from devices.zmq_stream import parse_imu_spec
-
-        if args.imu is not None:
-            parse_imu_spec(args.imu)
-        calibration = _load_calibration(args.calibration) if args.calibration else None
+        if options.demo:
+            options = _prepare_demo(options)
+        if options.checkpoint == "default":
+            options = replace(options, checkpoint=_default_checkpoint())
+        if options.devices.imu is not None:
+            parse_imu_spec(options.devices.imu)
+        calibration = load_calibration(options.calibration) if options.calibration else None
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        parser.error(" ".join(str(exc).split()))
-    if args.record and (Path(args.record) / "session.json").exists():
-        parser.error(f"--record {args.record}: already holds a session; choose a new folder")
-    if not args.headless:
-        return _run_gui(args)
-    if not (args.camera is not None or args.mic is not None or args.imu or args.replay or args.remote):
+        parser.error(one_line(exc))
+    if options.record and (Path(options.record) / "session.json").exists():
+        parser.error(f"--record {options.record}: already holds a session; choose a new folder")
+    if not options.headless:
+        return _run_gui(options)
+    if options.devices.empty():
         parser.error("no source: give --camera, --mic, --imu, --remote and/or --replay")
-    for flag in ("prototypes", "jsonl", "publish"):
-        if getattr(args, flag) and not args.checkpoint:
-            parser.error(f"--{flag} needs --checkpoint (the model that makes the predictions)")
-    return _headless(args, calibration)
+    if options.runs_inference and not options.checkpoint:
+        try:
+            options = replace(options, checkpoint=_default_checkpoint())
+        except FileNotFoundError as exc:
+            parser.error(one_line(exc))
+    return _headless(options, calibration)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 from devices.base import Chunk
 from emulation_devices import pulse_server, socat_pair  # noqa: F401  (fixtures)
 from mmg_live.cli import main
-from mmg_live.live.recorder import SessionReader, SessionWriter
+from devices.session import SessionReader, SessionWriter
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,9 +106,11 @@ def test_no_source_opens_exits_nonzero(tmp_path: Path, capsys: pytest.CaptureFix
     "argv, message",
     [
         (["--headless", "--speed", "abc", "--replay", "x"], "argument --speed: invalid float value: 'abc'"),
-        (["--headless", "--imu", "/dev/ttyX@fast"], "--imu '/dev/ttyX@fast': baud rate 'fast' is not a positive integer"),
+        (["--headless", "--imu", "/dev/ttyX@fast"],
+         "--imu '/dev/ttyX@fast': baud rate 'fast' is not a positive integer"),
         (["--headless", "--seconds", "2"], "no source"),
-        (["--headless", "--replay", "x", "--calibration", "/nonexistent/c.json"], "/nonexistent/c.json: calibration profile not found"),
+        (["--headless", "--replay", "x", "--calibration", "/nonexistent/c.json"],
+         "/nonexistent/c.json: calibration profile not found"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
     ],
 )
@@ -118,16 +122,33 @@ def test_argument_errors_are_one_line(argv: list[str], message: str, capsys: pyt
     assert message in err.splitlines()[-1] and err.splitlines()[-1].startswith("mmg-live: error: ")
 
 
+def test_headless_prediction_outputs_without_checkpoint_use_the_default_model(
+    source_session: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--jsonl alone makes predictions with the shipped model (as the GUI does); stdout holds only them."""
+    jsonl = tmp_path / "preds.jsonl"
+    rc = main(["--headless", "--replay", str(source_session), "--loop", "--seconds", "4", "--device", "cpu",
+               "--jsonl", str(jsonl)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "mmg-live: capturing" in err and "needs --checkpoint" not in err  # status lines go to stderr
+    assert re.search(r"^mmg-live: \d+ predictions, ", err, re.MULTILINE), err  # the engine ran
+    predictions = [json.loads(line) for line in out.splitlines()]
+    assert [json.loads(line)["t"] for line in jsonl.read_text().splitlines()] == [p["t"] for p in predictions]
+
+
 def test_bad_replay_folder_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rc = main(["--headless", "--replay", str(tmp_path), "--seconds", "0.5"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert err.splitlines()[0] == f"mmg-live: replay {tmp_path}: SessionReader: {tmp_path}/session.json not found (not a session folder)"
+    assert err.splitlines()[0] == (
+        f"mmg-live: replay {tmp_path}: SessionReader: {tmp_path}/session.json not found (not a session folder)")
 
 
 def test_demo_refuses_other_sources_and_console_entry(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from mmg_live.cli import main; sys.exit(main())", "--demo", "--imu", "/dev/ttyACM0"],
+        [sys.executable, "-c", "import sys; from mmg_live.cli import main; sys.exit(main())",
+         "--demo", "--imu", "/dev/ttyACM0"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +14,9 @@ pytest.importorskip("pytestqt")
 
 from devices.base import Chunk, SourceBase, host_now  # noqa: E402
 from synthetic_session import CLASSES, write_checkpoint, write_session  # noqa: E402
-from mmg_live.cli import build_parser  # noqa: E402
+from mmg_live.cli import build_parser, live_options  # noqa: E402
 from mmg_live.gui.app import load_bank, load_model  # noqa: E402
-from mmg_live.gui.live_session import DeviceConfig, LiveSession  # noqa: E402
+from mmg_live.gui.live_session import LiveSession  # noqa: E402
 from mmg_live.gui.main_window import MainWindow  # noqa: E402
 from mmg_live.prototypes import PrototypeBank  # noqa: E402
 
@@ -46,13 +45,14 @@ class Collector:
 
 def open_window(qtbot, assets, tmp_path, *extra: str) -> MainWindow:
     session_dir, ckpt = assets
-    args = build_parser().parse_args(["--replay", str(session_dir), "--checkpoint", str(ckpt), "--device", "cpu",
-                                      "--prototypes", str(tmp_path / "custom.safetensors"), *extra])
-    model, note = load_model(args)
+    options = live_options(build_parser().parse_args([
+        "--replay", str(session_dir), "--checkpoint", str(ckpt), "--device", "cpu",
+        "--prototypes", str(tmp_path / "custom.safetensors"), *extra]))
+    model, note = load_model(options)
     assert model is not None, note
-    bank, note = load_bank(args, model)
+    bank, note = load_bank(options, model)
     assert note is None
-    window = MainWindow(LiveSession(args, model, bank), source_label="TEST — replay of a synthetic session")
+    window = MainWindow(LiveSession(options, model, bank), source_label="TEST — replay of a synthetic session")
     qtbot.addWidget(window)  # closed (and the session shut down) at teardown
     window.show()
     window.start()
@@ -195,7 +195,7 @@ def test_record_custom_action_redo_rename_delete_save_reload(qtbot, assets, tmp_
     assert saved == tmp_path / "custom.safetensors" and saved.is_file()
     reloaded = PrototypeBank.load(saved, session.model)
     assert reloaded.counts() == {"sip": 3}
-    bank, note = load_bank(session.args, session.model)  # what the next start loads
+    bank, note = load_bank(session.options, session.model)  # what the next start loads
     assert note is None and bank.counts() == {"sip": 3}
     assert panel.delete("sip") is True
     assert len(session.bank) == 0 and session.engine.prototypes is None

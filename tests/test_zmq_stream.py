@@ -15,7 +15,9 @@ import pytest
 import zmq
 
 from devices.base import Chunk, DeviceError, host_now
-from devices.zmq_stream import RemoteSource, ZmqPublisher, main, open_remote, parse_imu_spec
+from devices.zmq_stream import RemoteSource, ZmqPublisher, open_remote
+from mmg_live.sources import parse_imu_spec
+from mmg_live.stream_cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,7 +42,8 @@ def _chunks() -> list[Chunk]:
     out = []
     t = host_now()
     for i in range(12):
-        out.append(Chunk("video", np.array([t + i / 30]), rng.integers(0, 256, (1, 120, 160, 3), dtype=np.uint8), "cam"))
+        frame = rng.integers(0, 256, (1, 120, 160, 3), dtype=np.uint8)
+        out.append(Chunk("video", np.array([t + i / 30]), frame, "cam"))
         ta = t + (i * 320 + np.arange(320)) / 16000
         out.append(Chunk("audio", ta, rng.uniform(-1, 1, (320, 1)).astype(np.float32), "mic"))
         ti = t + (i * 4 + np.arange(4)) / 200 + rng.uniform(0, 1e-4, 4)
@@ -173,7 +176,7 @@ def test_cli_errors() -> None:
 
 
 def test_mmg_stream_process_publishes_a_replayed_session(tmp_path: Path) -> None:
-    from mmg_live.live.recorder import SessionWriter
+    from devices.session import SessionWriter
 
     ts = 10.0 + np.arange(25) / 50
     data = np.random.default_rng(3).normal(size=(25, 6)).astype(np.float32)
@@ -181,7 +184,7 @@ def test_mmg_stream_process_publishes_a_replayed_session(tmp_path: Path) -> None
         w.write(Chunk("imu", ts, data))
     endpoint = f"ipc:///tmp/mmg-{uuid.uuid4().hex[:8]}.ipc"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "devices.zmq_stream", "--replay", str(tmp_path / "s"), "--speed", "5",
+        [sys.executable, "-m", "mmg_live.stream_cli", "--replay", str(tmp_path / "s"), "--speed", "5",
          "--bind", endpoint, "--wait-subscriber", "10", "--seconds", "8"],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -208,7 +211,7 @@ def test_mmg_stream_process_publishes_a_replayed_session(tmp_path: Path) -> None
 
 def test_unique_names_renames_duplicates() -> None:
     from devices.replay import ReplaySource
-    from devices.zmq_stream import unique_names
+    from mmg_live.sources import unique_names
 
     srcs = [ReplaySource(n, "imu", np.arange(2.0), np.zeros((2, 6))) for n in ("imu", "imu", "cam", "imu")]
     unique_names(srcs)

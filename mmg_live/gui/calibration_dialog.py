@@ -12,7 +12,8 @@ from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 from PyQt6.QtWidgets import (QDialog, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton,
                              QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
-from mmg_live.gui.live_session import LiveSession, one_line
+from mmg_common import one_line
+from mmg_live.gui.live_session import LiveSession
 
 
 def default_profile_path() -> Path:
@@ -214,7 +215,8 @@ class CalibrationDialog(QDialog):
         self.sync_message.setWordWrap(True)
         v.addWidget(self.sync_message)
         self.offsets = QTableWidget(0, 6)
-        self.offsets.setHorizontalHeaderLabels(["stream", "modality", "taps", "offset (ms)", "spread (ms)", "drift (ppm)"])
+        self.offsets.setHorizontalHeaderLabels(
+            ["stream", "modality", "taps", "offset (ms)", "spread (ms)", "drift (ppm)"])
         self.offsets.horizontalHeader().setStretchLastSection(True)
         v.addWidget(self.offsets, 1)
         return page

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
                              QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget)
 
-from mmg_live.gui.live_session import DeviceConfig, one_line
+from mmg_common import one_line
+from mmg_live.sources import DeviceConfig
 
 BAUDS = ("9600", "57600", "115200", "230400", "460800", "921600")
 NO_MIC = "(none)"
@@ -45,12 +48,13 @@ def _split_imu(spec: str | None) -> tuple[str, str]:
 
 
 class DeviceDialog(QDialog):
-    """Edits a :class:`DeviceConfig`; :meth:`config` is the result (remote streams are kept as they are)."""
+    """Edits a :class:`DeviceConfig`; :meth:`config` is the result (remote streams, their keys and the
+    replay's looping are kept as they are)."""
 
     def __init__(self, config: DeviceConfig, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Devices")
-        self._remote = list(config.remote)
+        self._config = config
         layout = QVBoxLayout(self)
         form = QFormLayout()
 
@@ -110,8 +114,8 @@ class DeviceDialog(QDialog):
         self.speed.setRange(0.1, 10.0)
         self.speed.setValue(config.speed)
         form.addRow("Replay speed", self.speed)
-        if self._remote:
-            form.addRow("Remote", QLabel(", ".join(self._remote)))
+        if config.remote:
+            form.addRow("Remote", QLabel(", ".join(config.remote)))
         layout.addLayout(form)
         self.error = QLabel("")
         self.error.setStyleSheet("color:#900000;")
@@ -143,6 +147,6 @@ class DeviceDialog(QDialog):
         """The devices chosen (empty fields: that device is off)."""
         port = self.port.currentText().strip()
         baud = self.baud.currentText().strip() or "115200"
-        return DeviceConfig(camera=self.camera.currentText().strip() or None, mic=self.mic.currentData(),
-                            imu=f"{port}@{baud}" if port else None, replay=self.replay.text().strip() or None,
-                            speed=float(self.speed.value()), remote=list(self._remote))
+        return replace(self._config, camera=self.camera.currentText().strip() or None, mic=self.mic.currentData(),
+                       imu=f"{port}@{baud}" if port else None, replay=self.replay.text().strip() or None,
+                       speed=float(self.speed.value()))

@@ -1,24 +1,29 @@
 """The GUI's live pipeline, without Qt: sources, display buffers, engine, custom actions, recording.
 
-:class:`LiveSession` opens the sources the command line names (through the same factories as
-``mmg-live --headless``), keeps short display buffers for the preview, level meter and IMU traces,
-runs the :class:`~mmg_live.live.engine.InferenceEngine` on its own buffers when a model is loaded
-and can reopen everything with another :class:`DeviceConfig`. A device that fails to open is
-reported as a one-line message and the others keep running.
+:class:`LiveSession` opens the sources its :class:`~mmg_live.options.LiveOptions` name (through
+:func:`mmg_live.sources.open_sources`, as ``mmg-live --headless`` does), keeps short display
+buffers for the preview, level meter and IMU traces, runs the
+:class:`~mmg_live.live.engine.InferenceEngine` on its own buffers when a model is loaded and can
+reopen everything with another :class:`~mmg_live.sources.DeviceConfig`. A device that fails to
+open is reported as a one-line message and the others keep running.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import threading
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from devices.base import MODALITIES, Chunk, ChunkCallback, Health, Source, host_now
-from mmg_live.live.engine import InferenceEngine, Prediction, SourceBuffers
+from devices.clock import RateMeter
+from mmg_common import one_line
+from mmg_live.live.engine import InferenceEngine
+from mmg_live.live.prediction import Prediction
+from mmg_live.live.source_buffers import SourceBuffers
+from mmg_live.options import LiveOptions
+from mmg_live.sources import DeviceConfig, OpenedSource, calibration_record, device_settings, open_sources
 
 #: Seconds of history the display keeps per modality (the IMU traces show the last few seconds).
 DISPLAY_SECONDS = {"video": 1.0, "audio": 1.0, "imu": 6.0}
@@ -30,41 +35,6 @@ def default_prototypes_path() -> Path:
     """``$XDG_DATA_HOME/mmg-live/prototypes.safetensors`` (default ``~/.local/share``)."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "mmg-live" / "prototypes.safetensors"
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one line (its message, else its type)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-@dataclass
-class DeviceConfig:
-    """Which devices to open: the ``--camera/--mic/--imu/--replay/--remote`` options."""
-
-    camera: str | None = None
-    mic: str | None = None
-    imu: str | None = None
-    replay: str | None = None
-    speed: float = 1.0
-    remote: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "DeviceConfig":
-        return cls(camera=getattr(args, "camera", None), mic=getattr(args, "mic", None),
-                   imu=getattr(args, "imu", None), replay=getattr(args, "replay", None),
-                   speed=float(getattr(args, "speed", 1.0) or 1.0), remote=list(getattr(args, "remote", None) or []))
-
-    def factories(self, base: argparse.Namespace) -> list[tuple[str, Any]]:
-        """``(label, make)`` pairs exactly as the CLI builds them (``mmg_live.cli._factories``)."""
-        from mmg_live import cli
-
-        ns = argparse.Namespace(**{"curve_server_key": None, "remote_rebase": False, **vars(base)})
-        for key, value in vars(self).items():
-            setattr(ns, key, value)
-        return cli._factories(ns)
-
-    def empty(self) -> bool:
-        return not (self.camera is not None or self.mic is not None or self.imu or self.replay or self.remote)
 
 
 class Fanout:
@@ -101,22 +71,6 @@ class _Tap:
         return self._fanout.source.health()
 
 
-class RateMeter:
-    """Samples per second of one source over the last ``span_s`` seconds, from its sample counter."""
-
-    def __init__(self, span_s: float = 2.0) -> None:
-        self.span_s = span_s
-        self._history: deque[tuple[float, int]] = deque()
-
-    def update(self, samples: int, now: float | None = None) -> float:
-        now = host_now() if now is None else now
-        self._history.append((now, samples))
-        while len(self._history) > 2 and now - self._history[1][0] >= self.span_s:
-            self._history.popleft()
-        t0, n0 = self._history[0]
-        return (samples - n0) / (now - t0) if now > t0 else 0.0
-
-
 def device_problem(health: Health, started_at: float, now: float | None = None) -> str | None:
     """Why a started device is stale (error, no sample for > 1 s), or None when it is fine."""
     now = host_now() if now is None else now
@@ -126,28 +80,36 @@ def device_problem(health: Health, started_at: float, now: float | None = None) 
     if age is None:
         return "no sample yet" if now - started_at > STALE_AFTER_S else None
     if age > STALE_AFTER_S:
-        state = health.extra.get("state")
-        why = "replay finished" if state == "finished" else ("stopped" if state == "stopped" else "device lost?")
+        stopped = health.extra.get("state") == "stopped"
+        why = "replay finished" if health.finished else ("stopped" if stopped else "device lost?")
         return f"no sample for {age:.1f} s ({why})"
     return None
 
 
 @dataclass
-class OpenedSource:
-    """A source the session tried to start."""
+class LiveSource:
+    """A started source of the session, with its fan-out and its measured rate."""
 
     label: str
     source: Source
     fanout: Fanout
     started_at: float
     rate: RateMeter = field(default_factory=RateMeter)
+    counted: int = field(default=0, init=False)
+
+    def measured_rate(self, samples: int, now: float | None = None) -> float:
+        """Samples per second over the last couple of seconds, from the source's sample counter ``samples``."""
+        now = host_now() if now is None else now
+        self.rate.add(now, samples - self.counted)
+        self.counted = samples
+        return self.rate.rate()
 
 
 class LiveSession:
     """Sources + display buffers + (optionally) the inference engine and custom-action bank.
 
     Args:
-        args: the parsed ``mmg-live`` arguments (device options, ``--device``, ``--jsonl``, ...).
+        options: what ``mmg-live`` was asked for (devices, ``--jsonl``, ``--publish``, ``--calibration``, ...).
         model: the loaded model, or None for preview only.
         bank: custom actions for ``model`` (None: an empty bank is made when there is a model).
         stride_s: seconds between inference windows.
@@ -155,9 +117,9 @@ class LiveSession:
     ``on_prediction``/``on_state`` listeners are called from the engine's worker thread.
     """
 
-    def __init__(self, args: argparse.Namespace, model: Any = None, bank: Any = None, stride_s: float = 0.25,
+    def __init__(self, options: LiveOptions, model: Any = None, bank: Any = None, stride_s: float = 0.25,
                  calibration: Any = None) -> None:
-        self.args = args
+        self.options = options
         self.model = model
         self.stride_s = stride_s
         self.calibration = calibration
@@ -166,8 +128,8 @@ class LiveSession:
 
             bank = PrototypeBank(model)
         self.bank = bank
-        self.config = DeviceConfig.from_args(args)
-        self.opened: list[OpenedSource] = []
+        self.config = options.devices
+        self.opened: list[LiveSource] = []
         self.messages: list[str] = []
         self.display = SourceBuffers(seconds=DISPLAY_SECONDS)
         self.buffers: SourceBuffers | None = None
@@ -189,35 +151,19 @@ class LiveSession:
         self.close()
         if config is not None:
             self.config = config
-        messages: list[str] = []
-        made: list[tuple[str, Source]] = []
-        try:
-            factories = self.config.factories(self.args)
-        except ValueError as exc:
-            factories, messages = [], [one_line(exc)]
-        for label, make in factories:
-            try:
-                made.extend((label, src) for src in make())
-            except Exception as exc:  # one bad device must not stop the others
-                messages.append(_device_error(label, exc))
-        from devices.zmq_stream import unique_names
+        fanouts: dict[int, Fanout] = {}
 
-        unique_names([src for _, src in made])
-        if self.calibration is not None:
-            from calibration.profile import ProfileApplier
+        def wrap(built: list[OpenedSource]) -> None:
+            for o in built:  # recording and display subscribe through the fan-out, any time
+                fanout = Fanout(o.source)
+                fanout.add(self._record_chunk)
+                fanouts[id(o.source)] = fanout
 
-            applier = ProfileApplier(self.calibration)
-            made = [(label, applier.wrap(src)) for label, src in made]
-        for label, src in made:
-            fanout = Fanout(src)
-            fanout.add(self._record_chunk)
-            try:
-                src.start()
-            except Exception as exc:
-                messages.append(_device_error(label, exc))
-                continue
-            self.opened.append(OpenedSource(label, src, fanout, host_now()))
-        if not factories and not messages:
+        result = open_sources(self.config, self.calibration, before_start=wrap)
+        self.opened = [LiveSource(o.label, o.source, fanouts[id(o.source)], o.started_at or host_now())
+                       for o in result.started]
+        messages = list(result.messages)
+        if self.config.empty() and not messages:
             messages.append("no source: choose devices with Devices… (or give --camera/--mic/--imu/--replay)")
         self.display = SourceBuffers(seconds=DISPLAY_SECONDS)
         self.display.attach([_Tap(o.fanout) for o in self.opened])
@@ -230,10 +176,10 @@ class LiveSession:
         from mmg_live.live.publish import JsonlSink, ZmqPredictionPublisher
 
         if not self.sinks:
-            if getattr(self.args, "jsonl", None):
-                self.sinks.append(JsonlSink(self.args.jsonl))
-            if getattr(self.args, "publish", None):
-                self.sinks.append(ZmqPredictionPublisher(self.args.publish))
+            if self.options.jsonl:
+                self.sinks.append(JsonlSink(self.options.jsonl))
+            if self.options.publish:
+                self.sinks.append(ZmqPredictionPublisher(self.options.publish))
         self.buffers = SourceBuffers.for_model(self.model)
         streams = self.buffers.attach([_Tap(o.fanout) for o in self.opened])
         bank = self.bank if self.bank is not None and len(self.bank) else None
@@ -324,18 +270,13 @@ class LiveSession:
 
     def start_recording(self, folder: str | os.PathLike) -> None:
         """Record every open source into a new session folder (as ``--headless --record``)."""
-        from mmg_live.cli import _device_settings
-        from mmg_live.live.recorder import SessionWriter
+        from devices.session import SessionWriter
 
         if self._writer is not None:
             raise RuntimeError(f"already recording into {self._writer.folder}")
-        devices = {o.source.name: _device_settings(o.source, o.label) for o in self.opened}
-        applied = None
-        if self.calibration is not None:
-            applied = {"file": str(Path(self.args.calibration).resolve()) if getattr(self.args, "calibration", None)
-                       else None, **self.calibration.to_dict()}
-        writer = SessionWriter(folder, devices, calibration=applied,
-                               video_codec=getattr(self.args, "video_codec", "ffv1") or "ffv1")
+        devices = {o.source.name: device_settings(o.source, o.label) for o in self.opened}
+        calibration = calibration_record(self.calibration, self.options.calibration)
+        writer = SessionWriter(folder, devices, calibration=calibration, video_codec=self.options.video_codec)
         with self._writer_lock:
             self._writer = writer
 
@@ -361,8 +302,3 @@ class LiveSession:
         if writer is not None:
             writer.write(chunk)
 
-
-def _device_error(label: str, exc: BaseException) -> str:
-    from mmg_live.cli import _device_error as cli_device_error
-
-    return cli_device_error(label, exc)

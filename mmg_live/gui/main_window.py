@@ -13,15 +13,18 @@ from PyQt6.QtWidgets import (QCheckBox, QFileDialog, QGridLayout, QGroupBox, QHB
                              QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from devices.base import MODALITIES, host_now
-from mmg_live.gui.live_session import DeviceConfig, LiveSession, device_problem
+from mmg_common import one_line
+from mmg_live.gui.live_session import LiveSession, device_problem
 from mmg_live.gui.widgets import HealthTable, LevelMeter, PredictionBars, TracePlot, VideoPreview
+from mmg_live.sources import DeviceConfig
 
 PREVIEW_INTERVAL_MS = 15  # polled well above the camera rate so no frame waits long
 SIGNALS_INTERVAL_MS = 50
 HEALTH_INTERVAL_MS = 250
 IDLE_GREY_AFTER_S = 1.0  # one idle window between predictions must not make the bars flicker
 
-BANNER_DEMO = "background:#fff1b8; color:#5a4000; font-weight:bold; font-size:15px; padding:6px; border:2px solid #e0b000;"
+BANNER_DEMO = ("background:#fff1b8; color:#5a4000; font-weight:bold; font-size:15px; padding:6px; "
+               "border:2px solid #e0b000;")
 BANNER_ERROR = "background:#ffe0e0; color:#900000; padding:4px; border:1px solid #d08080;"
 BANNER_INFO = "background:#e8f0ff; color:#203060; padding:4px; border:1px solid #a0b0d0;"
 
@@ -63,8 +66,7 @@ class MainWindow(QMainWindow):
         self._idle_since: float | None = None
         self._build(notes, source_label)
         self._timers: list[QTimer] = []
-        for interval, slot in ((PREVIEW_INTERVAL_MS, self._refresh_preview), (SIGNALS_INTERVAL_MS, self._refresh_signals),
-                               (HEALTH_INTERVAL_MS, self._refresh_health)):
+        for slot in (self._refresh_preview, self._refresh_signals, self._refresh_health):
             timer = QTimer(self)
             timer.setTimerType(Qt.TimerType.PreciseTimer)
             timer.timeout.connect(slot)
@@ -183,7 +185,7 @@ class MainWindow(QMainWindow):
             try:
                 messages = self.session.open(config)
             except Exception as exc:  # a bug must not leave the window waiting forever
-                messages = [f"opening devices failed: {' '.join(str(exc).split())}"]
+                messages = [f"opening devices failed: {one_line(exc)}"]
             self.bridge.opened.emit(messages)
 
         threading.Thread(target=work, name="mmg-open-devices", daemon=True).start()
@@ -255,7 +257,7 @@ class MainWindow(QMainWindow):
         for o in self.session.opened:
             h = o.source.health()
             problem = device_problem(h, o.started_at, now)
-            rows.append({"name": o.source.name, "modality": o.source.modality, "rate": o.rate.update(h.samples, now),
+            rows.append({"name": o.source.name, "modality": o.source.modality, "rate": o.measured_rate(h.samples, now),
                          "nominal": h.nominal_rate, "dropped": h.dropped, "lag": h.age(now),
                          "offset": h.clock_offset, "problem": problem})
             if problem:
@@ -334,7 +336,7 @@ class MainWindow(QMainWindow):
         try:
             self.session.start_recording(folder)
         except (OSError, ValueError, RuntimeError) as exc:
-            self.statusBar().showMessage(f"cannot record into {folder}: {' '.join(str(exc).split())}", 15000)
+            self.statusBar().showMessage(f"cannot record into {folder}: {one_line(exc)}", 15000)
             self.record_button.setChecked(False)
             return False
         self.record_button.setChecked(True)

@@ -13,7 +13,8 @@ from PyQt6.QtGui import QPixmap
 from PyQt6.QtWidgets import (QDialog, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QInputDialog, QLabel,
                              QLineEdit, QListWidget, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from mmg_live.gui.live_session import LiveSession, default_prototypes_path, one_line
+from mmg_common import one_line
+from mmg_live.gui.live_session import LiveSession, default_prototypes_path
 from mmg_live.gui.widgets import TracePlot, frame_to_qimage
 
 
@@ -307,7 +308,7 @@ class CustomActionsPanel(QGroupBox):
 
     def path(self) -> Path:
         """Where the bank is saved: ``--prototypes`` or the default per-user file."""
-        given = getattr(self.session.args, "prototypes", None)
+        given = self.session.options.prototypes
         return Path(given) if given else default_prototypes_path()
 
     def refresh(self) -> None:

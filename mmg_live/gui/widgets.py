@@ -103,7 +103,8 @@ class LevelMeter(QWidget):
             p.drawText(r, Qt.AlignmentFlag.AlignCenter, "no audio")
         else:
             w = r.width() * self._frac(self.rms_db)
-            color = QColor("#40c040") if self.rms_db < -12 else QColor("#e0c030") if self.rms_db < -3 else QColor("#e04040")
+            level = "#40c040" if self.rms_db < -12 else "#e0c030" if self.rms_db < -3 else "#e04040"
+            color = QColor(level)
             p.fillRect(QRectF(r.left(), r.top(), w, r.height()), color)
             x = r.left() + r.width() * self._frac(self.peak_db or self.FLOOR_DB)
             p.setPen(QPen(QColor("#ffffff"), 2))
