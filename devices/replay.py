@@ -13,6 +13,8 @@ merges whatever is due into one chunk rather than drifting.
 ``finished`` (a ``threading.Event``) is set when the last sample has been emitted, and
 ``on_finished`` callbacks run then. With ``loop=True`` the recording repeats forever, each pass
 shifted by the session span plus one sample period, timestamps still increasing.
+``source_time(t_host)`` maps a host time back onto the recording's own clock
+(:meth:`ReplayClock.to_recorded`), so what is computed live can be placed in the recording.
 
 The whole session is read into memory when opened.
 """
@@ -50,6 +52,21 @@ class ReplayClock:
     def to_host(self, t: np.ndarray, loop_index: int = 0) -> np.ndarray:
         """Recorded timestamps → host timestamps of their replay."""
         return self.anchor() + (np.asarray(t, np.float64) - self.t_first + loop_index * self.loop_period) / self.speed
+
+    def to_recorded(self, t_host: float, loop: bool = False) -> float | None:
+        """The inverse of :meth:`to_host`: the recorded time replayed at host time ``t_host``.
+
+        With ``loop``, the time within the pass that plays then (passes are ``loop_period``
+        apart). None before the replay started (the clock has no anchor yet).
+        """
+        with self._lock:
+            anchor = self._anchor
+        if anchor is None:
+            return None
+        elapsed = (float(t_host) - anchor) * self.speed
+        if loop and self.loop_period > 0:
+            elapsed %= self.loop_period
+        return self.t_first + elapsed
 
 
 class ReplaySource(SourceBase):
@@ -104,6 +121,11 @@ class ReplaySource(SourceBase):
         self._thread: threading.Thread | None = None
         self._health.nominal_rate = self.rate * clock.speed
         self._health.extra.update(state="idle", speed=clock.speed, loops=0)
+
+    def source_time(self, t_host: float) -> float | None:
+        """Host time ``t_host`` (e.g. a prediction's window end) on the recording's own clock: the
+        session's timestamps, as its labelled segments use them. None before playing started."""
+        return self.clock.to_recorded(t_host, self.loop)
 
     def on_finished(self, callback: Callable[["ReplaySource"], None]) -> None:
         """Call ``callback(source)`` once the last sample has been emitted (never with ``loop``)."""
@@ -171,7 +193,7 @@ def open_replay(folder: str | os.PathLike, speed: float = 1.0, loop: bool = Fals
 
     Raises ``SessionError`` (a RuntimeError) naming the folder when it is not a readable session.
     """
-    from mmg_live.live.recorder import SessionReader  # cv2/soundfile only when replaying sessions
+    from devices.session import SessionReader  # cv2/soundfile only when replaying sessions
 
     if not speed > 0:
         raise ValueError(f"open_replay({folder}): speed must be > 0, got {speed}")

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MODALITY_NAMES: tuple[str, ...] = ("video", "audio", "imu")
+from mmg_common import MODALITIES
+
 
 G = 9.80665  # m/s^2 per g
 ACCEL_UNITS = {"g": 1.0, "m/s2": 1.0 / G, "m/s^2": 1.0 / G}
@@ -143,7 +144,7 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
 def spec_from_dict(modality: str, values: Mapping[str, Any]) -> Spec:
     """Rebuild a spec from :func:`spec_to_dict` output; unknown keys are an error."""
     if modality not in _SPEC_TYPES:
-        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITY_NAMES}")
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
     cls = _SPEC_TYPES[modality]
     allowed = {f.name for f in fields(cls) if f.init}
     unknown = set(values) - allowed
@@ -165,7 +166,8 @@ def _validate_spec(modality: str, spec: Spec) -> None:
             raise ValueError(f"video spec: mean/std need {spec.channels} values for color={spec.color!r}")
     if isinstance(spec, AudioSpec) and spec.normalize not in AUDIO_NORMALIZE:
         raise ValueError(f"audio spec: normalize must be one of {AUDIO_NORMALIZE}, got {spec.normalize!r}")
-    if isinstance(spec, AudioSpec) and spec.high_freq_hz != 0.0 and not 20.0 < spec.high_freq_hz <= spec.sample_rate / 2:
+    if (isinstance(spec, AudioSpec) and spec.high_freq_hz != 0.0
+            and not 20.0 < spec.high_freq_hz <= spec.sample_rate / 2):
         raise ValueError(f"audio spec: high_freq_hz must be 0 (Nyquist) or in (20, {spec.sample_rate / 2:g}], "
                          f"got {spec.high_freq_hz}")
     if isinstance(spec, ImuSpec) and (len(spec.mean) != 6 or len(spec.std) != 6):
@@ -195,20 +197,46 @@ def _check_common(modality: str, data: np.ndarray, timestamps: np.ndarray) -> tu
     return data, timestamps
 
 
-def _coverage(modality: str, timestamps: np.ndarray, window: tuple[float, float], rate: float,
-              min_coverage: float) -> tuple[int, int]:
-    """Index range of samples inside the window; raises when they cover too little of it."""
+def window_coverage(timestamps: np.ndarray, window: tuple[float, float], rate: float) -> float:
+    """Fraction in ``[0, 1]`` of the window ``(t0, t1]`` that the samples inside it cover.
+
+    Each sample stands for one period ``1 / rate`` (``rate``: the stream's nominal rate, or
+    one estimated from the timestamps), but the samples never cover more than the span they
+    occupy plus one period, so a burst squeezed into a short span counts as short. This is the
+    one coverage measure: the live engine's liveness and preprocessing's minimum both use it.
+    """
+    t0, t1 = window
+    if t1 <= t0 or rate <= 0:
+        return 0.0
+    timestamps = np.asarray(timestamps, dtype=np.float64)
+    lo = int(np.searchsorted(timestamps, t0, side="right"))
+    hi = int(np.searchsorted(timestamps, t1, side="right"))
+    if hi <= lo:
+        return 0.0
+    period = 1.0 / rate
+    span = float(timestamps[hi - 1] - timestamps[lo]) + period
+    return float(min(1.0, min((hi - lo) * period, span) / (t1 - t0)))
+
+
+def require_coverage(modality: str, timestamps: np.ndarray, window: tuple[float, float], rate: float,
+                     min_coverage: float) -> tuple[int, int]:
+    """Index range ``[lo, hi)`` of the samples inside the window ``(t0, t1]``.
+
+    The one check of whether a window is usable: raises :class:`PreprocessError` (the message
+    says ``too short`` and how much of the window the samples cover) when no sample is inside
+    or :func:`window_coverage` is below ``min_coverage``.
+    """
     t0, t1 = window
     if t1 <= t0:
         raise PreprocessError(f"{modality}: empty window ({t0}, {t1}]")
     lo = int(np.searchsorted(timestamps, t0, side="right"))
     hi = int(np.searchsorted(timestamps, t1, side="right"))
-    n_inside = hi - lo
-    covered = min(1.0, n_inside / max(rate * (t1 - t0), 1e-9)) if rate > 0 else 0.0
-    if n_inside == 0 or covered + 1e-9 < min_coverage:
+    covered = window_coverage(timestamps, window, rate)
+    # 90 samples at 50 Hz in 3 s is 60 %, not 59.99...
+    if hi <= lo or covered + 1e-9 < min_coverage:
         raise PreprocessError(
-            f"{modality}: input too short: {n_inside} samples cover {covered:.0%} of the "
-            f"{t1 - t0:.2f} s window (need {min_coverage:.0%})"
+            f"{modality} input too short: {hi - lo} samples; covers {covered:.0%} of its "
+            f"{t1 - t0:g} s window (need {min_coverage:.0%})"
         )
     return lo, hi
 
@@ -256,7 +284,7 @@ def video_frame_indices(timestamps: np.ndarray, spec: VideoSpec,
         raise PreprocessError("video: timestamps contain NaN or inf")
     window = window or default_window(timestamps, spec.window_s)
     rate = _estimate_rate(timestamps) or spec.frames / spec.window_s
-    lo, hi = _coverage("video", timestamps, window, rate, spec.min_coverage)
+    lo, hi = require_coverage("video", timestamps, window, rate, spec.min_coverage)
     t0, t1 = window
     centres = t0 + (np.arange(spec.frames) + 0.5) * (t1 - t0) / spec.frames
     ts_in = timestamps[lo:hi]
@@ -366,7 +394,7 @@ def preprocess_audio(wave: np.ndarray, timestamps: np.ndarray, spec: AudioSpec,
     if rate <= 0:
         raise PreprocessError("audio: cannot tell the sample rate (pass sample_rate=)")
     window = window or default_window(timestamps, spec.window_s)
-    _coverage("audio", timestamps, window, rate, spec.min_coverage)
+    require_coverage("audio", timestamps, window, rate, spec.min_coverage)
     canvas, cov0, cov1 = _placed_waveform(wave.astype(np.float32, copy=False), timestamps, window, rate)
     x = torch.from_numpy(canvas)
     in_rate = int(round(rate))
@@ -423,7 +451,7 @@ def preprocess_imu(samples: np.ndarray, timestamps: np.ndarray, spec: ImuSpec,
         raise PreprocessError(f"imu: unknown gyro unit {gyro_unit!r}; use one of {list(GYRO_UNITS)}")
     window = window or default_window(timestamps, spec.window_s)
     in_rate = _estimate_rate(timestamps) or spec.rate
-    lo, hi = _coverage("imu", timestamps, window, in_rate, spec.min_coverage)
+    lo, hi = require_coverage("imu", timestamps, window, in_rate, spec.min_coverage)
     # Keep one neighbour on each side so interpolation at the window edges is exact.
     lo, hi = max(lo - 1, 0), min(hi + 1, len(timestamps))
     ts, x = timestamps[lo:hi], samples[lo:hi].astype(np.float64)
@@ -454,12 +482,12 @@ class ModalitySpecs:
     imu: ImuSpec = ImuSpec()
 
     def __getitem__(self, modality: str) -> Spec:
-        if modality not in MODALITY_NAMES:
-            raise KeyError(f"unknown modality {modality!r}; expected one of {MODALITY_NAMES}")
+        if modality not in MODALITIES:
+            raise KeyError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
         return getattr(self, modality)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {m: spec_to_dict(self[m]) for m in MODALITY_NAMES}
+        return {m: spec_to_dict(self[m]) for m in MODALITIES}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Mapping[str, Any]]) -> "ModalitySpecs":
@@ -476,7 +504,7 @@ class ModalitySpecs:
 
     @property
     def max_window_s(self) -> float:
-        return max(self[m].window_s for m in MODALITY_NAMES)
+        return max(self[m].window_s for m in MODALITIES)
 
 
 def preprocess(modality: str, data: np.ndarray, timestamps: np.ndarray, specs: ModalitySpecs,

@@ -2,7 +2,7 @@
 
 A :class:`PrototypeBank` holds a few recorded examples per custom action. Each example is
 embedded once per non-empty subset of the modalities it was recorded with (the L2-normalised
-fused embedding of that subset, exactly :func:`trainer.stages.embed`), so an action enrolled
+fused embedding of that subset, :func:`embed`, which the trainer uses too), so an action enrolled
 from video+IMU can later be recognised from the IMU alone, from video alone, or from both.
 
 Scoring a query encoded with modalities ``Q`` (see :meth:`PrototypeBank.classify`): for each
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmg_live.modalities import MODALITY_NAMES
+from mmg_common import MODALITIES, one_line
 from mmg_live.models.mmg import Encoded, MMGModel
 
 FORMAT = "mmg-live-prototypes"
@@ -61,29 +61,29 @@ class PrototypeError(ValueError):
 
 
 def subset_key(modalities: Sequence[str]) -> str:
-    """Canonical name of a modality subset: modalities in ``MODALITY_NAMES`` order joined by ``+``."""
+    """Canonical name of a modality subset: modalities in ``MODALITIES`` order joined by ``+``."""
     chosen = set(modalities)
-    unknown = chosen - set(MODALITY_NAMES)
+    unknown = chosen - set(MODALITIES)
     if unknown:
-        raise PrototypeError(f"unknown modalities {sorted(unknown)}; expected some of {list(MODALITY_NAMES)}")
-    return "+".join(m for m in MODALITY_NAMES if m in chosen)
+        raise PrototypeError(f"unknown modalities {sorted(unknown)}; expected some of {list(MODALITIES)}")
+    return "+".join(m for m in MODALITIES if m in chosen)
 
 
 def nonempty_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
     """Every non-empty subset of ``modalities`` (canonical order), smallest first."""
-    ordered = [m for m in MODALITY_NAMES if m in set(modalities)]
+    ordered = [m for m in MODALITIES if m in set(modalities)]
     return [c for r in range(1, len(ordered) + 1) for c in itertools.combinations(ordered, r)]
 
 
 def embed(model: MMGModel, enc: Encoded, modalities: Sequence[str]) -> torch.Tensor:
-    """The L2-normalised fused embedding of a modality set (same as ``trainer.stages.embed``)."""
+    """The L2-normalised fused embedding of a modality set (also what the trainer's prototypes use)."""
     return F.normalize(model.fuse(enc, list(modalities)), dim=-1)
 
 
 def usable_modalities(model: MMGModel) -> list[str]:
     """Modalities whose encoder AND fusion were trained (per ``model.trained``), canonical order."""
     trained = set(model.trained.encoders) & set(model.trained.fusion) & set(model.modalities)
-    return [m for m in MODALITY_NAMES if m in trained]
+    return [m for m in MODALITIES if m in trained]
 
 
 def model_fingerprint(model: MMGModel) -> str:
@@ -220,7 +220,7 @@ class PrototypeBank:
             chosen.append(picked)
         groups: dict[tuple[str, ...], list[int]] = {}
         for i, picked in enumerate(chosen):
-            groups.setdefault(tuple(m for m in MODALITY_NAMES if m in picked), []).append(i)
+            groups.setdefault(tuple(m for m in MODALITIES if m in picked), []).append(i)
         embeddings: list[dict[str, torch.Tensor]] = [{} for _ in chosen]
         for mods, rows in groups.items():
             batch = {m: torch.cat([self._window(m, chosen[i][m]) for i in rows]) for m in mods}
@@ -229,7 +229,7 @@ class PrototypeBank:
                     embeddings[i][subset] = vectors[j]
         with self._lock:
             for i, emb in enumerate(embeddings):
-                mods = tuple(m for m in MODALITY_NAMES if m in chosen[i])
+                mods = tuple(m for m in MODALITIES if m in chosen[i])
                 self._examples.append(_Example(name, mods, emb, dict(metas[i] or {})))
         return [list(emb) for emb in embeddings]
 
@@ -283,7 +283,7 @@ class PrototypeBank:
         what was encoded (default: all of it).
         """
         enc = enc_or_inputs if isinstance(enc_or_inputs, Encoded) else self._encode(dict(enc_or_inputs))
-        query = [m for m in MODALITY_NAMES if m in enc.present and (modalities is None or m in modalities)]
+        query = [m for m in MODALITIES if m in enc.present and (modalities is None or m in modalities)]
         with self._lock:
             names = self.names()
             examples = list(self._examples)
@@ -319,12 +319,6 @@ class PrototypeBank:
             gate = 0.0
         return CustomScores(names, distances, probs, gate, subsets)
 
-    def rank(self, base_probs: Sequence[float] | np.ndarray | None, base_names: Sequence[str],
-             custom: CustomScores | None, top_k: int = 5) -> tuple[str, list[dict]]:
-        """One ranked list over base and custom classes: ``(label, top)`` (see module docstring)."""
-        labels, kinds, probs = combine(base_probs, base_names, custom)
-        return ranked(labels, kinds, probs, top_k, self.unknown_threshold)
-
     # ---- persistence ------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -356,7 +350,8 @@ class PrototypeBank:
         if raw.get("format") != FORMAT:
             raise PrototypeError(f"{path}: not an mmg-live prototype bank (format {raw.get('format')!r})")
         if raw.get("format_version") != FORMAT_VERSION:
-            raise PrototypeError(f"{path}: prototype format version {raw.get('format_version')} (this mmg-live reads {FORMAT_VERSION})")
+            raise PrototypeError(f"{path}: prototype format version {raw.get('format_version')} "
+                                 f"(this mmg-live reads {FORMAT_VERSION})")
         dim = int(model.config.embed_dim)
         if raw.get("embed_dim") != dim:
             raise PrototypeError(f"{path}: embeddings are {raw.get('embed_dim')}-d but the model's are {dim}-d "
@@ -364,15 +359,16 @@ class PrototypeBank:
         try:
             bank = cls(model, float(raw["temperature"]), float(raw["radius"]), float(raw["unknown_threshold"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise PrototypeError(f"{path}: invalid prototype parameters ({_one_line(exc)})") from None
+            raise PrototypeError(f"{path}: invalid prototype parameters ({one_line(exc, 200)})") from None
         if raw.get("model_fingerprint") != bank.fingerprint():
             raise PrototypeError(
                 f"{path}: made with a different checkpoint (model {raw.get('model_config')!r} fingerprint "
-                f"{raw.get('model_fingerprint')}, this model {model.config.name!r} {bank.fingerprint()}); re-enrol the examples"
+                f"{raw.get('model_fingerprint')}, this model {model.config.name!r} {bank.fingerprint()}); "
+                f"re-enrol the examples"
             )
         try:
             for i, item in enumerate(raw["examples"]):
-                mods = tuple(m for m in MODALITY_NAMES if m in item["modalities"])
+                mods = tuple(m for m in MODALITIES if m in item["modalities"])
                 embeddings = {}
                 for key in item["subsets"]:
                     vec = tensors.get(f"example{i}/{key}")
@@ -384,7 +380,7 @@ class PrototypeBank:
                     embeddings[subset_key(key.split("+"))] = vec.float()
                 bank._examples.append(_Example(str(item["name"]), mods, embeddings, dict(item.get("meta", {}))))
         except (KeyError, TypeError, ValueError) as exc:
-            raise PrototypeError(f"{path}: corrupt prototype bank ({_one_line(exc)})") from None
+            raise PrototypeError(f"{path}: corrupt prototype bank ({one_line(exc, 200)})") from None
         return bank
 
     def fingerprint(self) -> str:
@@ -445,7 +441,3 @@ def ranked(labels: Sequence[str], kinds: Sequence[str], probs: np.ndarray, top_k
     if not top or top[0]["p"] < unknown_threshold:
         return UNKNOWN, top
     return top[0]["label"], top
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__

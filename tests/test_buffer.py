@@ -1,4 +1,4 @@
-"""StreamBuffer ring semantics and Synchronizer windows/coverage."""
+"""StreamBuffer ring semantics, Synchronizer offsets, and the one coverage measure on buffered windows."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from devices.base import Chunk
-from mmg_live.live.buffer import StreamBuffer, Synchronizer, coverage_of
+from mmg_live.live.buffer import StreamBuffer, Synchronizer
+from mmg_live.live.windowing import fetch_window
+from mmg_live.modalities import ImuSpec, ModalitySpecs, PreprocessError, require_coverage, window_coverage
 
 
 def _imu(ts: np.ndarray) -> Chunk:
@@ -34,7 +36,7 @@ def test_wraparound_matches_reference_concatenation() -> None:
     buf = StreamBuffer("imu", 1.0, 100, (6,), np.float64)  # capacity 141
     ref_ts: list[float] = []
     t = 0.0
-    for step in range(300):
+    for _ in range(300):
         n = int(rng.integers(1, 40))
         ts = t + np.arange(1, n + 1) * 0.01
         t = float(ts[-1])
@@ -51,7 +53,7 @@ def test_wraparound_matches_reference_concatenation() -> None:
         np.testing.assert_array_equal(data_w[:, 3], ts_w * 10 + 3)
         # window_select: every timestamp, only the picked rows' data (across the wrap too)
         picks = []
-        data_s, ts_s = buf.window_select(a, b, lambda t: picks.append(t.copy()) or np.arange(len(t))[::-3])
+        data_s, ts_s = buf.window_select(a, b, lambda t, picks=picks: picks.append(t.copy()) or np.arange(len(t))[::-3])
         np.testing.assert_array_equal(ts_s, ts_w)
         if len(ts_w):
             np.testing.assert_array_equal(picks[0], ts_w)
@@ -136,16 +138,19 @@ def test_coverage_of_gappy_stream_and_liveness() -> None:
     b.append(_imu(gappy))
     burst = 1.0 + np.arange(1, 101) / (2 * rate)  # 100 samples squeezed into 0.5 s
     c.append(_imu(burst))
-    sync = Synchronizer([a, b, c], coverage_threshold=0.6)
+    sync = Synchronizer([a, b, c])
     assert sync.latest_time() == 2.0
-    w = sync.window(2.0 + 1e-9, 1.0)
-    assert w["full"].coverage == pytest.approx(1.0) and w["full"].live
-    assert w["gappy"].coverage == pytest.approx(0.5) and not w["gappy"].live
-    assert w["burst"].coverage == pytest.approx(0.505) and not w["burst"].live  # span-limited
-    np.testing.assert_array_equal(w["gappy"].timestamps, gappy[gappy > 1.0 + 1e-9])
-    assert coverage_of(np.zeros(0), rate, 1.0) == 0.0
-    with pytest.raises(ValueError, match="length"):
-        sync.window(1.0, 0.0)
+    specs = ModalitySpecs(imu=ImuSpec(window_s=1.0))  # the window (1, 2]
+    w = {name: fetch_window(sync.buffers, {"imu": name}, specs, 2.0, min_coverage=0.6) for name in sync.buffers}
+    assert w["full"].coverage["imu"] == pytest.approx(1.0) and w["full"].live == ["imu"]
+    assert w["gappy"].coverage["imu"] == pytest.approx(0.5) and w["gappy"].live == []
+    assert w["burst"].coverage["imu"] == pytest.approx(0.505) and w["burst"].live == []  # span-limited
+    assert "covers 50% of its 1 s window (need 60%)" in w["gappy"].problems["imu"]
+    _, ts = b.window(1.0 + 1e-9, 2.0 + 1e-9)
+    np.testing.assert_array_equal(ts, gappy[gappy > 1.0 + 1e-9])
+    assert window_coverage(np.zeros(0), (1.0, 2.0), rate) == 0.0
+    with pytest.raises(PreprocessError, match="empty window"):
+        require_coverage("imu", ts, (1.0, 1.0), rate, 0.6)
 
 
 def test_offsets_are_applied_at_read() -> None:

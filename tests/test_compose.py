@@ -111,7 +111,7 @@ def test_ensemble_class_probabilities_are_the_geometric_mean_of_fused_and_presen
         enc = model.encode_batch(inputs, present)
         fused = torch.softmax(model.classifier(model.fuse(enc)), -1)
         assert torch.allclose(model.class_probabilities(enc), fused)  # default: the fused classifier
-        model.config.extra["classifier"] = "ensemble"
+        model.config.classifier = "ensemble"
         got = model.class_probabilities(enc)
         log_f = torch.log(fused)
         heads = {m: torch.log_softmax(model.unimodal_heads[m](enc.embeddings[m]), -1) for m in ("video", "imu")}

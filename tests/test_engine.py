@@ -11,13 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from devices.base import Chunk, host_now
-from devices.replay import open_replay
+from devices.base import Chunk, Health, host_now
+from devices.replay import ReplayClock, ReplaySource, open_replay
 from mmg_live.checkpoint import load_checkpoint, save_checkpoint
 from mmg_live.live.buffer import StreamBuffer, Synchronizer
-from mmg_live.live.engine import EmaSmoother, InferenceEngine, Prediction, SourceBuffers
+from mmg_live.live.engine import InferenceEngine
+from mmg_live.live.prediction import Prediction
 from mmg_live.live.publish import JsonlSink, ZmqPredictionPublisher
-from mmg_live.live.windowing import synchronizer_windows, window_tensors
+from mmg_live.live.smoothing import EmaSmoother
+from mmg_live.live.source_buffers import SourceBuffers
+from mmg_live.live.windowing import (FETCH_MARGIN_S, VideoFrameSelection, fetch_length, fetch_window, read_window,
+                                     window_tensors)
 from mmg_live.modalities import modality_window, video_frame_indices
 from mmg_live.models.mmg import build_model
 from mmg_live.prototypes import PrototypeBank
@@ -269,15 +273,23 @@ def test_worker_trims_the_heap_on_its_cadence(tmp_path, monkeypatch):
         assert all(b - a >= 0.29 for a, b in zip(trims, trims[1:]))
 
 
+def whole_windows(sync: Synchronizer, specs, t_end: float, streams: dict[str, str]) -> dict[str, tuple]:
+    """Every sample of each stream the engine's window reads, copied whole out of the buffers."""
+    t1 = t_end + FETCH_MARGIN_S
+    length = fetch_length(specs, list(streams))
+    return {m: sync.buffers[name].window(t1 - length, t1) for m, name in streams.items()}
+
+
 def test_fetch_matches_the_shared_live_window_path(tmp_path):
     model = make_model(tmp_path, trained=("imu", "video"))
     sync = synthetic_sync()
     streams = {"imu": "imu", "video": "video"}
     engine = InferenceEngine(model, sync, streams, device="cpu")
     t_end = sync.latest_time()
-    status = {m: {"reason": None} for m in streams}
-    raw, rates = engine._fetch(t_end, list(streams), status)
-    expected = synchronizer_windows(sync, model.config.specs, t_end, streams)
+    fetched = fetch_window(sync.buffers, streams, model.config.specs, t_end, engine.coverage_threshold)
+    raw, rates = fetched.samples, fetched.rates
+    assert sorted(fetched.live) == sorted(streams) and not fetched.problems
+    expected = whole_windows(sync, model.config.specs, t_end, streams)
     np.testing.assert_array_equal(raw["imu"][0], expected["imu"][0])
     np.testing.assert_array_equal(raw["imu"][1], expected["imu"][1])
     # video: only the frames preprocessing samples are copied out of the ring (16 of ~100)
@@ -288,16 +300,18 @@ def test_fetch_matches_the_shared_live_window_path(tmp_path):
     np.testing.assert_array_equal(raw["video"][1], expected["video"][1][idx])
     ours, _ = window_tensors(raw, model.config.specs, t_end, rates)
     theirs, _ = window_tensors(expected, model.config.specs, t_end)
+    read = read_window(sync.buffers, streams, model.config.specs, t_end, engine.coverage_threshold)
     for m in streams:
         torch.testing.assert_close(ours[m], theirs[m])
+        torch.testing.assert_close(read.tensors[m], theirs[m])
 
 
 def test_custom_action_from_the_bank_and_smoothing(tmp_path):
     model = make_model(tmp_path, trained=("imu", "video"), classifier=False)
     sync = synthetic_sync()
     bank = PrototypeBank(model, unknown_threshold=0.4)
-    raw = synchronizer_windows(sync, model.config.specs, sync.latest_time(), {"imu": "imu", "video": "video"})
-    tensors, _ = window_tensors(raw, model.config.specs, sync.latest_time())
+    tensors = read_window(sync.buffers, {"imu": "imu", "video": "video"}, model.config.specs,
+                          sync.latest_time()).tensors
     bank.add_example("stir", tensors)  # enrolled from video+imu
     engine = InferenceEngine(model, sync, {"imu": "imu"}, device="cpu", prototypes=bank, smoothing="none")
     pred = engine.step()
@@ -354,8 +368,7 @@ def test_cli_headless_prints_prediction_json_lines(session, tmp_path, capsys):
     ckpt = save_checkpoint(tmp_path / "cli_model.safetensors", model)
     bank = PrototypeBank(model)
     sync = synthetic_sync()
-    raw = synchronizer_windows(sync, model.config.specs, sync.latest_time(), {"imu": "imu"})
-    bank.add_example("stir", window_tensors(raw, model.config.specs, sync.latest_time())[0])
+    bank.add_example("stir", read_window(sync.buffers, {"imu": "imu"}, model.config.specs, sync.latest_time()).tensors)
     protos = bank.save(tmp_path / "protos.safetensors")
     jsonl = tmp_path / "out.jsonl"
     rc = main(["--headless", "--replay", str(session), "--seconds", "3.5", "--checkpoint", str(ckpt),
@@ -370,6 +383,7 @@ def test_cli_headless_prints_prediction_json_lines(session, tmp_path, capsys):
     assert all(p["modalities"] == ["video", "imu"] for p in lines[first:])
     assert {e["label"] for e in lines[-1]["top"]} <= set(CLASSES) | {"stir"}
     assert [json.loads(x)["t"] for x in jsonl.read_text().splitlines()] == [p["t"] for p in lines]
+    assert all(500.0 < p["t_source"] < 512.0 for p in lines)  # the replayed session's own clock
     assert "mmg-live: capturing" in err and f"{len(lines)} predictions" in err
 
 
@@ -459,23 +473,26 @@ def test_trained_utd_checkpoint_on_held_out_trials_and_custom_actions(utd_mhad_d
         assert scores.subsets == ["imu"] * 3
         hits["custom_imu"].append(int(scores.names[int(np.argmax(scores.probs))] == f"my_{ref.action}"))
     rates = {k: round(float(np.mean(v)), 2) for k, v in hits.items()}
-    print(f"held-out subject 2, {len(hits['all'])} trials: base top-5 hit rate {rates['all']} ({model.trained.fusion}), "
+    print(f"held-out subject 2, {len(hits['all'])} trials: base top-5 hit rate {rates['all']} "
+          f"({model.trained.fusion}), "
           f"{rates['imu']} (imu only); custom 3-way from imu alone {rates['custom_imu']}")
     assert rates["all"] >= 0.5 and rates["imu"] >= 0.5, rates  # top-5 of 27 by chance: 0.19
     assert rates["custom_imu"] >= 0.6, rates  # chance: 0.33
 
 
+class FakeSource:
+    """A source whose health the test sets: an error (unplugged) or finished (a replay's end)."""
+
+    def __init__(self, name: str, modality: str) -> None:
+        self.name, self.modality, self.error, self.finished = name, modality, None, False
+
+    def health(self) -> Health:
+        return Health(nominal_rate=50.0, connected=self.error is None and not self.finished, error=self.error,
+                      finished=self.finished)
+
+
 def test_a_device_reporting_an_error_is_not_used_even_with_samples_in_its_buffer(tmp_path):
     """Liveness also comes from device health: an unplugged IMU's buffered samples are not used."""
-    from devices.base import Health
-
-    class FakeSource:
-        def __init__(self, name: str, modality: str) -> None:
-            self.name, self.modality, self.error = name, modality, None
-
-        def health(self) -> Health:
-            return Health(nominal_rate=50.0, connected=self.error is None, error=self.error)
-
     model = make_model(tmp_path, trained=("video", "imu"))
     sync = synthetic_sync()
     imu, video = FakeSource("imu", "imu"), FakeSource("video", "video")
@@ -490,18 +507,139 @@ def test_a_device_reporting_an_error_is_not_used_even_with_samples_in_its_buffer
 
 
 def test_video_frame_selection_keeps_the_sampled_frames_or_the_reason() -> None:
-    from mmg_live.live.engine import _VideoFrameSelection
     from mmg_live.modalities import VideoSpec
 
     spec = VideoSpec(frames=16, window_s=2.0)
     ts = np.arange(0.0, 3.0, 1 / 30)
-    good = _VideoFrameSelection(spec, (1.0, 3.0))
+    good = VideoFrameSelection(spec, (1.0, 3.0))
     picked = good(ts)
     assert good.error is None and picked is good.indices
     np.testing.assert_array_equal(picked, video_frame_indices(ts, spec, (1.0, 3.0)))
     assert len(picked) == 16 and (ts[picked] > 1.0).all()
-    sparse = _VideoFrameSelection(spec, (1.0, 3.0))
+    sparse = VideoFrameSelection(spec, (1.0, 3.0))
     assert len(sparse(np.array([2.9, 2.95]))) == 0
     assert sparse.error is not None and "video" in sparse.error
-    untouched = _VideoFrameSelection(spec, (1.0, 3.0))
+    untouched = VideoFrameSelection(spec, (1.0, 3.0))
     assert untouched.indices is None and untouched.error is None
+
+
+def test_a_finished_stream_is_not_used_for_windows_past_its_end(tmp_path):
+    """A replay's stream that has ended is not live for windows ending after its last sample
+    (plus the one sample period it stands for): no window is scored from a stopped stream."""
+    model = make_model(tmp_path, trained=("video", "imu"))
+    sync = synthetic_sync()
+    imu, video = FakeSource("imu", "imu"), FakeSource("video", "video")
+    engine = InferenceEngine(model, sync, {"video": "video", "imu": "imu"}, device="cpu", smoothing="none",
+                             sources={"imu": imu, "video": video})
+    imu_end = sync.buffers["imu"].latest_time()
+    imu.finished = True
+    assert engine.step().modalities == ["video", "imu"]  # the window ends at the IMU's last sample
+    frame = np.zeros((1, 32, 32, 1), np.uint8)
+    sync.buffers["video"].append(Chunk("video", np.array([imu_end + 0.015]), frame))
+    assert engine.step().modalities == ["video", "imu"]  # within the last sample's 20 ms period
+    sync.buffers["video"].append(Chunk("video", np.array([imu_end + 0.05]), frame))
+    pred = engine.step()
+    assert pred is not None and pred.modalities == ["video"]
+    assert engine.stats()["modalities"]["imu"]["reason"] == "stream ended before the window's end"
+    video.finished = True  # the video ends too while another stream (a microphone) goes on
+    audio = StreamBuffer("audio", 5.0, 16000.0, (1,), np.float32)
+    sync.buffers = {**sync.buffers, "audio": audio}
+    audio.append(Chunk("audio", np.array([imu_end + 0.3]), np.zeros((1, 1), np.float32)))
+    assert engine.step() is None  # no degraded window is emitted
+    assert "video: stream ended before the window's end" in engine.stats()["reason"]
+
+
+def test_replay_end_stops_predictions_from_the_stream_that_ended(tmp_path):
+    """Replayed: the IMU ends a second before the camera; later windows are scored from the video
+    alone instead of from an IMU window that covers less and less of its 3 s."""
+    model = make_model(tmp_path, trained=("video", "imu"))
+    ti = np.arange(0.0, 3.6, 0.02)
+    tv = np.arange(0.0, 4.6, 1 / 30)
+    frames = np.random.default_rng(0).integers(0, 255, (len(tv), 32, 32, 1), dtype=np.uint8)
+    clock = ReplayClock(0.0, float(tv[-1]))
+    sources = [ReplaySource("imu", "imu", ti, imu_signal(ti), clock=clock),
+               ReplaySource("video", "video", tv, frames, clock=clock)]
+    buffers = SourceBuffers(seconds=8.0)
+    streams = buffers.attach(sources)
+    got = Collector()
+    engine = InferenceEngine(model, buffers.synchronizer, streams, stride_s=0.1, device="cpu", smoothing="none",
+                             on_prediction=got, sources=buffers.sources)
+    engine.warm_up()  # before the replay's clock starts, so the first windows are on time
+    with engine:
+        for s in sources:
+            s.start()
+        assert all(s.finished.wait(10) for s in sources)
+        time.sleep(0.3)
+    for s in sources:
+        s.stop()
+    imu_end = float(clock.to_host(ti[-1]))
+    after = [p for p in got.items if p.t > imu_end + 0.02]
+    assert after and all(p.modalities == ["video"] for p in after), [(p.t - imu_end, p.modalities) for p in after]
+    assert any(p.modalities == ["video", "imu"] for p in got.items)
+    assert all(p.t_source == pytest.approx(clock.to_recorded(p.t)) for p in got.items)
+
+
+def test_t_source_places_predictions_on_the_recordings_clock(session, tmp_path):
+    """With a replay's sources, every prediction also carries its window end in the recording's
+    own timestamps (where its labelled segments are); without them, t_source is null."""
+    model = make_model(tmp_path, trained=("video", "imu"))
+    got = Collector()
+    jsonl = tmp_path / "t_source.jsonl"
+    sink = JsonlSink(jsonl)
+    with Replay(session) as replay:
+        engine = InferenceEngine(model, replay.buffers.synchronizer, replay.streams, stride_s=0.25, device="cpu",
+                                 on_prediction=[got, sink], sources=replay.buffers.sources)
+        with engine:
+            assert got.wait_for(lambda items: len(items) >= 4, 15), engine.stats()
+        clock = replay.sources["imu"].clock
+    sink.close()
+    assert clock.t_first == pytest.approx(500.0)  # the synthetic session's own clock starts at 500 s
+    for p in got.items:
+        assert p.t_source == pytest.approx(clock.t_first + (p.t - clock.anchor()) * clock.speed, abs=1e-6)
+        assert 500.0 < p.t_source < 512.0
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [line["t_source"] for line in lines] == [pytest.approx(p.t_source, abs=1e-5) for p in got.items]
+    # the clock's inverse, with and without looping
+    t = np.array([500.5, 507.25])
+    for loop_index in (0, 2):
+        host = clock.to_host(t, loop_index)
+        assert [clock.to_recorded(h, loop=loop_index > 0) for h in host] == pytest.approx(list(t), abs=1e-9)
+    assert ReplayClock(0.0, 1.0).to_recorded(5.0) is None  # not started: no anchor yet
+    engine = InferenceEngine(model, synthetic_sync(), {"imu": "imu"}, device="cpu")
+    pred = engine.step()
+    assert pred.t_source is None and json.loads(pred.to_json())["t_source"] is None
+
+
+def test_warm_up_runs_every_subset_so_the_first_predictions_do_not_stall(session, tmp_path):
+    """The worker warms every encoder and modality subset it may run before its first window, so
+    the prediction at which the IMU joins the video (the 3rd or 4th of a replay) is not an outlier.
+
+    Measure: the slowest of the first 8 predictions is at most 3x the median of the next ones
+    (without the warm-up it stalled at 6-8x: 197-266 ms against ~35 ms, on the lite config).
+    """
+    model = make_model(tmp_path, trained=("video", "imu"))
+    scored: list[tuple[str, ...]] = []
+    original = model.class_probabilities
+
+    def spy(enc, modalities=None):
+        scored.append(tuple(modalities))
+        return original(enc, modalities)
+
+    model.class_probabilities = spy
+    got = Collector()
+    with Replay(session) as replay:
+        engine = InferenceEngine(model, replay.buffers.synchronizer, replay.streams, stride_s=0.25, device="cpu",
+                                 on_prediction=got, sources=replay.buffers.sources)
+        with engine:
+            assert got.wait_for(lambda items: len(items) >= 24, 25), engine.stats()
+            stats = engine.stats()
+    assert stats["errors"] == 0, stats["last_error"]
+    latency = [p.latency_ms["total"] for p in got.items]
+    first, rest = latency[:8], latency[8:]
+    joined = next(i for i, p in enumerate(got.items) if p.modalities == ["video", "imu"])
+    print(f"warm-up {stats['warmup_ms']:.0f} ms; first 8 predictions {[round(x) for x in first]} ms "
+          f"(the IMU joined at #{joined + 1}); median of the next {len(rest)} {np.median(rest):.1f} ms")
+    assert joined < 8
+    assert max(first) <= 3 * np.median(rest), (first, rest)
+    assert scored[:3] == [("video",), ("imu",), ("video", "imu")]  # the warm-up: every subset, once
+    assert stats["warmup_ms"] > 0

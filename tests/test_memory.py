@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from mmg_live.live.memory import limit_malloc_arenas, release_free_memory
+from mmg_live.live.memory import limit_malloc_arenas
 
 # Six threads that each allocate while the others still hold their memory: with glibc's default
 # every thread gets its own arena; malloc_stats() prints one "Arena N:" block per arena to stderr.

@@ -7,13 +7,13 @@ import itertools
 import pytest
 import torch
 
-from mmg_live.modalities import MODALITY_NAMES
+from mmg_common import MODALITIES
 from mmg_live.models.mmg import MMGModel, build_model, select_device
 from mmg_live.models.profile import count_params, fvcore_gflops
 from mmg_live.models.registry import MMGConfig, get_config
 
 CLASSES = [f"class{i}" for i in range(5)]
-SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(MODALITY_NAMES, r)]
+SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(MODALITIES, r)]
 
 
 def _inputs(model: MMGModel, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -61,7 +61,7 @@ def test_mixed_subset_batch_equals_one_by_one(fusion):
     model = MMGModel(config, CLASSES).eval()
     batch = len(SUBSETS)
     inputs = _inputs(model, batch, seed=3)
-    present = {m: torch.tensor([m in s for s in SUBSETS]) for m in MODALITY_NAMES}
+    present = {m: torch.tensor([m in s for s in SUBSETS]) for m in MODALITIES}
     with torch.inference_mode():
         mixed = model(inputs, present)
         for i, subset in enumerate(SUBSETS):
@@ -70,7 +70,7 @@ def test_mixed_subset_batch_equals_one_by_one(fusion):
             torch.testing.assert_close(mixed.logits[i:i + 1], single.logits, atol=2e-5, rtol=1e-4)
             for m in subset:
                 torch.testing.assert_close(mixed.embeddings[m][i:i + 1], single.embeddings[m], atol=2e-5, rtol=1e-4)
-            for m in set(MODALITY_NAMES) - set(subset):
+            for m in set(MODALITIES) - set(subset):
                 assert not bool(mixed.present[m][i])
                 assert float(mixed.embeddings[m][i].abs().sum()) == 0.0
 
@@ -135,7 +135,7 @@ def test_backward_reaches_only_present_encoders():
     out = model({"video": inputs["video"], "imu": inputs["imu"]})
     torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 1, 2, 3])).backward()
     grads = {m: any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoders[m].parameters())
-             for m in MODALITY_NAMES}
+             for m in MODALITIES}
     assert grads == {"video": True, "imu": True, "audio": False}
 
 
@@ -143,6 +143,35 @@ def test_config_round_trip():
     for name in ("lite", "paper"):
         config = get_config(name)
         assert MMGConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
+
+
+def test_classifier_kind_is_a_config_field_also_read_from_old_headers(tmp_path):
+    """``classifier`` is typed and saved in the header; the shipped model's older header kept it
+    in a free-form ``extra`` dict and loads into the field."""
+    import json
+
+    from safetensors import safe_open
+
+    from mmg_live.assets import default_checkpoint_path
+    from mmg_live.checkpoint import load_checkpoint, save_checkpoint
+
+    def header_config(path) -> dict:
+        with safe_open(str(path), "pt") as f:
+            return json.loads(f.metadata()["mmg_live"])["config"]
+
+    shipped = default_checkpoint_path()
+    assert header_config(shipped)["extra"] == {"classifier": "ensemble"} and "classifier" not in header_config(shipped)
+    model, _ = load_checkpoint(shipped, device="cpu")
+    assert model.config.classifier == "ensemble"
+    saved = save_checkpoint(tmp_path / "resaved.safetensors", model)
+    assert header_config(saved)["classifier"] == "ensemble" and "extra" not in header_config(saved)
+    assert load_checkpoint(saved, device="cpu")[0].config.classifier == "ensemble"
+    assert get_config("lite").classifier == "fused"
+    values = get_config("lite").to_dict()
+    with pytest.raises(ValueError, match="classifier must be one of"):
+        MMGConfig.from_dict({**values, "classifier": "vote"})
+    with pytest.raises(ValueError, match="unknown extra keys \\['colour'\\]"):
+        MMGConfig.from_dict({**values, "extra": {"colour": "red"}})
 
 
 def test_select_device():
@@ -188,7 +217,8 @@ def test_ast_cnn_stem_tokens_and_errors():
     # each token sees a local patch: changing the last 20 frames leaves the first time columns alone
     changed = fbank.clone()
     changed[:, 80:] += 5.0
-    stem_a, stem_b = enc.patch_embed(fbank.transpose(1, 2).unsqueeze(1)), enc.patch_embed(changed.transpose(1, 2).unsqueeze(1))
+    stem_a = enc.patch_embed(fbank.transpose(1, 2).unsqueeze(1))
+    stem_b = enc.patch_embed(changed.transpose(1, 2).unsqueeze(1))
     torch.testing.assert_close(stem_a[..., :3], stem_b[..., :3])
     assert not torch.allclose(stem_a[..., -1], stem_b[..., -1])
     with pytest.raises(ValueError, match="too small for 8 CNN stages"):

@@ -83,7 +83,7 @@ def test_enrolled_from_video_imu_recognised_from_imu_alone(bank):
         assert scores.subsets == ["imu", "imu"]
         assert scores.distances[i] < 0.1 < scores.distances[j]
         assert scores.probs[i] > 0.99 and scores.gate > 0.9
-        label, top = bank.rank(None, [], scores)
+        label, top = ranked(*combine(None, [], scores), 5, bank.unknown_threshold)
         assert label == kind and top[0]["kind"] == "custom"
         both = bank.classify({"imu": imu_window(kind, gen), "video": video_window(kind, gen)})
         assert both.subsets == ["video+imu", "video+imu"] and both.probs[i] > 0.9
@@ -142,7 +142,8 @@ def test_gate_rejects_a_query_far_from_every_prototype(model):
     near = bank.classify({"imu": imu_window("wave", gen)})
     far = bank.classify({"imu": imu_window("stir", gen)})
     assert near.gate > 0.99 and far.gate < 0.01
-    assert bank.rank(None, [], near)[0] == "wave" and bank.rank(None, [], far)[0] == "unknown"
+    rank = lambda scores: ranked(*combine(None, [], scores), 5, bank.unknown_threshold)[0]  # noqa: E731
+    assert rank(near) == "wave" and rank(far) == "unknown"
 
 
 def test_save_load_round_trip(bank, model, tmp_path):

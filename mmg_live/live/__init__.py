@@ -1,29 +1,20 @@
-"""Live path: ring buffers and synchronised windows, session recording.
+"""Live path: ring buffers, windows, the inference engine and its sinks (session folders live in
+:mod:`devices.session`).
 
-Names are imported lazily so that importing one submodule (e.g. the buffer) does not pull in
-OpenCV and libsndfile.
+Names are imported lazily (:func:`mmg_common.lazy.lazy_exports`) so that importing one submodule
+(e.g. the buffer) does not pull in torch.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mmg_common.lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "StreamBuffer": "buffer",
     "Synchronizer": "buffer",
-    "StreamWindow": "buffer",
-    "SessionWriter": "recorder",
-    "SessionReader": "recorder",
-    "SessionError": "recorder",
-    "StreamData": "recorder",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    "InferenceEngine": "engine",
+    "Prediction": "prediction",
+    "SourceBuffers": "source_buffers",
+    "HeadlessInference": "headless",
+    "read_window": "windowing",
+})

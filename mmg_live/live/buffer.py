@@ -1,4 +1,4 @@
-"""Bounded, preallocated per-stream ring buffers and a time-synchronised window reader.
+"""Bounded, preallocated per-stream ring buffers on one synchronised time axis.
 
 :class:`StreamBuffer` keeps the newest ``seconds`` of one stream in a ring allocated once;
 ``append`` copies a chunk into it (O(chunk), never reallocates) and ``window(t0, t1)`` copies
@@ -6,15 +6,14 @@ out the samples with ``t0 <= t < t1`` found by binary search over the ring's tim
 Timestamps in the ring are strictly increasing: samples not newer than the newest one held
 (out of order or duplicates) are dropped and counted.
 
-:class:`Synchronizer` reads the same time window from several buffers and says, per stream,
-how much of the window the stream covers and whether it is *live* (coverage >= threshold).
+:class:`Synchronizer` holds the buffers of several streams on one time axis (per-stream
+offsets applied at read); :mod:`mmg_live.live.windowing` reads the model's windows from them.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -91,9 +90,8 @@ class StreamBuffer:
             # never raise into the capture thread that calls us: count, remember, skip
             with self._lock:
                 self.rejected += len(ts)
-                self.error = (
-                    f"StreamBuffer({self.name}): chunk samples have shape {data.shape[1:]}, expected {self.sample_shape}"
-                )
+                self.error = (f"StreamBuffer({self.name}): chunk samples have shape {data.shape[1:]}, "
+                              f"expected {self.sample_shape}")
             return 0
         n = len(ts)
         if n == 0:
@@ -237,51 +235,20 @@ class StreamBuffer:
         return np.zeros((0, *self.sample_shape), self.dtype), np.zeros(0, np.float64)
 
 
-@dataclass
-class StreamWindow:
-    """One stream's part of a synchronised window.
-
-    Attributes:
-        data: ``[n, ...]`` samples (a copy).
-        timestamps: ``[n]`` offset-corrected host seconds.
-        coverage: covered time / window length, in ``[0, 1]``.
-        live: ``coverage >= coverage_threshold``.
-    """
-
-    data: np.ndarray
-    timestamps: np.ndarray
-    coverage: float
-    live: bool
-
-
-def coverage_of(timestamps: np.ndarray, rate: float, length: float) -> float:
-    """Fraction of a window of ``length`` seconds that samples at nominal ``rate`` cover.
-
-    Each sample accounts for ``1/rate`` seconds, but never more than the span the samples
-    actually occupy (plus one period), so a burst of samples in a short span counts as short.
-    """
-    n = len(timestamps)
-    if n == 0 or length <= 0:
-        return 0.0
-    period = 1.0 / rate
-    span = float(timestamps[-1] - timestamps[0]) + period
-    covered = min(n * period, span)
-    return float(min(1.0, covered / length))
-
-
 class Synchronizer:
-    """Reads the same time window from several :class:`StreamBuffer` s.
+    """The buffers of one session's streams on one (offset-corrected) time axis.
+
+    The live engine reads each modality's window from these buffers through
+    :func:`mmg_live.live.windowing.read_window`.
 
     Args:
         buffers: ``{name: StreamBuffer}``, or an iterable of buffers keyed by their ``name``.
-        coverage_threshold: a stream is live in a window when its coverage is at least this.
         offsets: optional ``{name: seconds}`` added to that stream's timestamps at read.
     """
 
     def __init__(
         self,
         buffers: Mapping[str, StreamBuffer] | Iterable[StreamBuffer],
-        coverage_threshold: float = 0.6,
         offsets: Mapping[str, float] | None = None,
     ) -> None:
         if isinstance(buffers, Mapping):
@@ -292,9 +259,6 @@ class Synchronizer:
                 if buf.name in self.buffers:
                     raise ValueError(f"Synchronizer: two buffers named {buf.name!r}")
                 self.buffers[buf.name] = buf
-        if not 0.0 <= coverage_threshold <= 1.0:
-            raise ValueError(f"Synchronizer: coverage_threshold must be in [0, 1], got {coverage_threshold}")
-        self.coverage_threshold = float(coverage_threshold)
         for name, offset in (offsets or {}).items():
             self.set_offset(name, offset)
 
@@ -308,15 +272,3 @@ class Synchronizer:
         """Newest (offset-corrected) timestamp over all streams, or None when all are empty."""
         times = [t for t in (b.latest_time() for b in self.buffers.values()) if t is not None]
         return max(times) if times else None
-
-    def window(self, t_end: float, length: float) -> dict[str, StreamWindow]:
-        """Every stream's samples in ``[t_end - length, t_end)`` with coverage and liveness."""
-        if length <= 0:
-            raise ValueError(f"Synchronizer.window: length must be > 0, got {length}")
-        t0 = t_end - length
-        out: dict[str, StreamWindow] = {}
-        for name, buf in self.buffers.items():
-            data, ts = buf.window(t0, t_end)
-            cov = coverage_of(ts, buf.rate, length)
-            out[name] = StreamWindow(data, ts, cov, cov >= self.coverage_threshold)
-        return out

@@ -1,11 +1,14 @@
 """The live inference engine: newest synchronized window → live encoders → fusion → prediction.
 
-:class:`InferenceEngine` runs one worker thread. Every ``stride_s`` it takes the newest window
-(ending at ``synchronizer.latest_time()``), decides which modalities are *usable* now, runs only
-their encoders (batch of one, ``torch.inference_mode()``, on the model's device), fuses them,
-turns the result into class probabilities (base classifier and/or a
-:class:`~mmg_live.prototypes.PrototypeBank`), smooths them over time and hands a
-:class:`Prediction` to ``on_prediction`` (called from the worker thread).
+:class:`InferenceEngine` runs one worker thread. When it starts it warms up every encoder and
+every modality subset it may run (zero inputs, nothing emitted), so no prediction pays a
+first-call cost. Then every ``stride_s`` it takes the newest window (ending at
+``synchronizer.latest_time()``), decides which modalities are *usable* now, reads them through
+:func:`~mmg_live.live.windowing.read_window`, runs only their encoders (batch of one,
+``torch.inference_mode()``, on the model's device), fuses them, turns the result into class
+probabilities (base classifier and/or a :class:`~mmg_live.prototypes.PrototypeBank`), smooths
+them over time and hands a :class:`~mmg_live.live.prediction.Prediction` to ``on_prediction``
+(called from the worker thread).
 
 A modality is used only when all of these hold:
 
@@ -16,9 +19,12 @@ A modality is used only when all of these hold:
   matched from any trained modality);
 * the user has not switched it off (:meth:`InferenceEngine.set_enabled`, e.g. for privacy);
 * its device reports no error (``Source.health().error``, when the engine is given the
-  sources, as :class:`SourceBuffers` provides them);
-* its stream covers at least ``coverage_threshold`` of the modality's own window (the same
-  coverage measure as :class:`~mmg_live.live.buffer.Synchronizer`) and the shared preprocessing
+  sources, as :class:`~mmg_live.live.source_buffers.SourceBuffers` provides them);
+* its stream has not ended before the window does (a source reporting ``health().finished``,
+  such as a replay past its last sample, is not used for windows ending more than one sample
+  period after its last sample);
+* its stream covers at least ``coverage_threshold`` of the modality's own window (the one
+  coverage check, :func:`~mmg_live.modalities.require_coverage`) and the shared preprocessing
   accepts the samples.
 
 With no usable modality the engine emits nothing; ``stats()["state"]`` is ``"idle"`` with the
@@ -30,133 +36,24 @@ reported in ``stats()``; the loop goes on.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from devices.base import MODALITIES, Chunk, Source, host_now
-from mmg_live.live.buffer import StreamBuffer, Synchronizer, coverage_of
+from devices.base import Source, host_now
+from mmg_common import MODALITIES, one_line
+from mmg_live.live.buffer import Synchronizer
 from mmg_live.live.memory import release_free_memory
-from mmg_live.live.windowing import FETCH_MARGIN_S, fetch_length, window_tensors
-from mmg_live.modalities import PreprocessError, VideoSpec, modality_window, video_frame_indices
-from mmg_live.models.mmg import MMGModel, select_device
-from mmg_live.prototypes import PrototypeBank, UNKNOWN, combine, ranked, usable_modalities
-
-STAGES = ("fetch", "preprocess", "encode_fuse", "post")
-
-
-@dataclass
-class Prediction:
-    """One engine output.
-
-    Attributes:
-        t: end of the window (host monotonic seconds of the newest sample used).
-        top: top-k ``{"label", "p", "kind"}`` (kind ``base`` or ``custom``), best first, smoothed.
-        label: ``top[0]["label"]``, or ``"unknown"`` when its probability is below the threshold.
-        modalities: the modalities whose encoders produced this prediction.
-        latency_ms: ``total`` and per stage (``fetch``, ``preprocess``, ``encode_fuse``, ``post``).
-        skipped: windows skipped so far because inference was slower than the stride.
-        seq: 1 for the first prediction, then counting.
-        emitted: host time at which the prediction was made (``emitted - t`` is its age).
-        coverage: coverage of each considered modality's window in ``[0, 1]``.
-    """
-
-    t: float
-    top: list[dict]
-    label: str
-    modalities: list[str]
-    latency_ms: dict[str, float]
-    skipped: int = 0
-    seq: int = 0
-    emitted: float = 0.0
-    coverage: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (floats rounded for readability)."""
-        out = asdict(self)
-        out["top"] = [{**e, "p": round(float(e["p"]), 5)} for e in self.top]
-        out["latency_ms"] = {k: round(float(v), 3) for k, v in self.latency_ms.items()}
-        out["coverage"] = {k: round(float(v), 3) for k, v in self.coverage.items()}
-        out["age_ms"] = round((self.emitted - self.t) * 1000.0, 3)
-        return out
-
-    def to_json(self) -> str:
-        """One JSON object on one line: ``t``, ``top``, ``label``, ``modalities``, ``latency_ms``, ..."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
-
-
-class EmaSmoother:
-    """Exponential moving average of the probability vector: ``s = alpha * p + (1 - alpha) * s``.
-
-    Restarts when the label set changes (a custom action added or removed) or after ``reset``.
-    """
-
-    def __init__(self, alpha: float = 0.5) -> None:
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"EmaSmoother: alpha must be in (0, 1], got {alpha}")
-        self.alpha = float(alpha)
-        self._labels: tuple[str, ...] | None = None
-        self._state: np.ndarray | None = None
-
-    def __call__(self, labels: Sequence[str], probs: np.ndarray) -> np.ndarray:
-        key = tuple(labels)
-        if self._state is None or key != self._labels:
-            self._labels, self._state = key, np.asarray(probs, np.float64).copy()
-        else:
-            self._state = self.alpha * np.asarray(probs, np.float64) + (1.0 - self.alpha) * self._state
-        return self._state.copy()
-
-    def reset(self) -> None:
-        self._labels, self._state = None, None
-
-
-class NoSmoothing:
-    """Pass probabilities through unchanged."""
-
-    def __call__(self, labels: Sequence[str], probs: np.ndarray) -> np.ndarray:
-        return np.asarray(probs, np.float64)
-
-    def reset(self) -> None:
-        pass
-
-
-def make_smoother(smoothing: str | Any, alpha: float = 0.5) -> Any:
-    """``"ema"`` → :class:`EmaSmoother` (``alpha``), ``"none"`` → :class:`NoSmoothing`, or an object
-    with ``__call__(labels, probs) -> probs`` and ``reset()`` as is."""
-    if smoothing == "ema":
-        return EmaSmoother(alpha)
-    if smoothing in ("none", None):
-        return NoSmoothing()
-    if isinstance(smoothing, str):
-        raise ValueError(f"smoothing must be 'ema' or 'none', got {smoothing!r}")
-    return smoothing
-
-
-PredictionCallback = Callable[[Prediction], None]
-
-
-class _VideoFrameSelection:
-    """The ``select`` of :meth:`StreamBuffer.window_select` for video: picks the frames
-    preprocessing samples (:func:`video_frame_indices`) and keeps them, or keeps why there are
-    none (``error``) when the frames cover too little of the window."""
-
-    def __init__(self, spec: VideoSpec, window: tuple[float, float]) -> None:
-        self.spec, self.window = spec, window
-        self.indices: np.ndarray | None = None
-        self.error: str | None = None
-
-    def __call__(self, ts: np.ndarray) -> np.ndarray:
-        try:
-            self.indices = video_frame_indices(ts, self.spec, self.window)
-        except PreprocessError as exc:
-            self.indices, self.error = np.zeros(0, dtype=np.int64), str(exc)
-        return self.indices
+from mmg_live.live.prediction import Prediction, PredictionCallback
+from mmg_live.live.smoothing import Smoother, make_smoother
+from mmg_live.live.windowing import LiveWindow, read_window
+from mmg_live.modalities import ModalitySpecs, preprocess
+from mmg_live.models.mmg import Encoded, MMGModel, select_device
+from mmg_live.prototypes import PrototypeBank, combine, nonempty_subsets, ranked, usable_modalities
 
 
 class InferenceEngine:
@@ -179,7 +76,10 @@ class InferenceEngine:
         on_state: optional ``callable(state, reason)`` called on every state change
             (``running``/``idle``/``stopped``).
         sources: optional ``{buffer name: Source}``; a stream whose source reports an error
-            (unplugged, lost) is not used even while its buffer still holds recent samples.
+            (unplugged, lost) is not used even while its buffer still holds recent samples, nor
+            one whose source has finished (a replay's end) for windows past its last sample.
+            The first source with a ``source_time(t_host)`` method (a replay) gives each
+            prediction its ``t_source``.
         trim_memory_s: every this many seconds the worker gives the C heap's free pages back to
             the OS (:func:`~mmg_live.live.memory.release_free_memory`, 0.3–7 ms); 0 or None: never.
             Without it RSS wanders by tens of MiB over a session with nothing leaked.
@@ -191,7 +91,7 @@ class InferenceEngine:
         synchronizer: Synchronizer,
         streams: Mapping[str, str],
         stride_s: float = 0.25,
-        smoothing: str | Any = "ema",
+        smoothing: str | Smoother = "ema",
         alpha: float = 0.5,
         device: str | torch.device = "auto",
         coverage_threshold: float = 0.6,
@@ -238,6 +138,7 @@ class InferenceEngine:
         self._state, self._reason = "stopped", None
         self._predictions = self._skipped = self._ticks = self._errors = self._idle_windows = 0
         self._memory_trims = 0
+        self._warmup_ms: float | None = None
         self._last_error: str | None = None
         self._status: dict[str, dict] = {}
         self._latencies: deque[float] = deque(maxlen=500)
@@ -295,13 +196,15 @@ class InferenceEngine:
 
     def stats(self) -> dict[str, Any]:
         """State, reason, counters (windows, predictions, skipped, errors, memory trims), last error,
-        per-modality status and latency percentiles (ms) of recent predictions."""
+        per-modality status, latency percentiles (ms) of recent predictions and the warm-up's
+        duration (``warmup_ms``, None before it ran)."""
         with self._lock:
             lat = np.asarray(self._latencies) if self._latencies else None
             return {
                 "state": self._state, "reason": self._reason, "windows": self._ticks,
                 "predictions": self._predictions, "skipped": self._skipped, "idle_windows": self._idle_windows,
                 "errors": self._errors, "last_error": self._last_error, "memory_trims": self._memory_trims,
+                "warmup_ms": self._warmup_ms,
                 "modalities": {m: dict(v) for m, v in self._status.items()},
                 "latency_ms": None if lat is None else {
                     "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)), "n": len(lat)},
@@ -320,12 +223,10 @@ class InferenceEngine:
         if t_end is None:
             return {}, {m: "no samples yet" for m in (modalities or self.streams)}, None
         wanted = list(self.streams) if modalities is None else list(modalities)
-        status, candidates = self._select(wanted, set(usable_modalities(self.model)))
-        raw, rates = self._fetch(t_end, candidates, status)
-        tensors, problems = window_tensors(raw, self.model.config.specs, t_end, rates) if raw else ({}, {})
-        reasons = {m: st["reason"] for m, st in status.items() if st["reason"] and m not in tensors}
-        reasons.update(problems)
-        return tensors, reasons, float(t_end)
+        status, candidates = self._select(wanted, set(usable_modalities(self.model)), t_end)
+        window = self._read(t_end, candidates, status)
+        reasons = {m: st["reason"] for m, st in status.items() if st["reason"] and m not in window.tensors}
+        return window.tensors, reasons, float(t_end)
 
     # ---- one window -------------------------------------------------------------------------
 
@@ -345,12 +246,9 @@ class InferenceEngine:
         # without custom actions only the base classifier's inputs are worth encoding
         bank = self.prototypes
         needed = trained if bank is not None and len(bank) else set(self.model.trained.classifier_inputs()) & trained
-        status, candidates = self._select(list(self.streams), needed)
-        raw, rates = self._fetch(t_end, candidates, status)
-        t_fetch = time.perf_counter()
-        tensors, problems = window_tensors(raw, self.model.config.specs, t_end, rates) if raw else ({}, {})
-        for m, why in problems.items():
-            status[m]["reason"] = why
+        status, candidates = self._select(list(self.streams), needed, t_end)
+        window = self._read(t_end, candidates, status)
+        tensors = window.tensors
         t_pre = time.perf_counter()
         with self._lock:
             self._status = status
@@ -367,8 +265,9 @@ class InferenceEngine:
         probs = self.smoother(labels, probs)
         label, top = ranked(labels, kinds, probs, self.top_k, self.unknown_threshold)
         t_post = time.perf_counter()
+        select_ms = (t_pre - t_start) * 1e3 - window.fetch_ms - window.preprocess_ms
         latency = {
-            "fetch": (t_fetch - t_start) * 1e3, "preprocess": (t_pre - t_fetch) * 1e3,
+            "fetch": select_ms + window.fetch_ms, "preprocess": window.preprocess_ms,
             "encode_fuse": (t_model - t_pre) * 1e3, "post": (t_post - t_model) * 1e3,
             "total": (t_post - t_start) * 1e3,
         }
@@ -380,7 +279,7 @@ class InferenceEngine:
         self._last_t = t_end
         pred = Prediction(t=float(t_end), top=top, label=label, modalities=used, latency_ms=latency,
                           skipped=skipped, seq=seq, emitted=host_now(),
-                          coverage={m: status[m]["coverage"] for m in status})
+                          coverage={m: status[m]["coverage"] for m in status}, t_source=self._source_time(t_end))
         self._set_state("running", None)
         for callback in callbacks:
             try:
@@ -389,8 +288,10 @@ class InferenceEngine:
                 self._record_error(f"on_prediction {getattr(callback, '__name__', callback)!r}: {exc}")
         return pred
 
-    def _select(self, modalities: Sequence[str], needed: set[str]) -> tuple[dict[str, dict], list[str]]:
-        """Status per modality and the ones worth fetching: trained, needed, enabled, streamed, healthy."""
+    def _select(self, modalities: Sequence[str], needed: set[str],
+                t_end: float) -> tuple[dict[str, dict], list[str]]:
+        """Status per modality and the ones worth reading: trained, needed, enabled, streamed, healthy,
+        not ended before ``t_end``."""
         trained = set(usable_modalities(self.model))
         status: dict[str, dict] = {}
         candidates = []
@@ -408,6 +309,8 @@ class InferenceEngine:
                 st["reason"] = f"no stream {name!r}" if name else "no stream"
             elif error := self._device_error(name):
                 st["reason"] = f"device error: {error}"
+            elif ended := self._ended(name, t_end):
+                st["reason"] = ended
             else:
                 candidates.append(m)
         return status, candidates
@@ -416,53 +319,92 @@ class InferenceEngine:
         source = self.sources.get(stream)
         return None if source is None else source.health().error
 
-    def _fetch(self, t_end: float, candidates: list[str], status: dict[str, dict]) -> tuple[dict, dict]:
-        """Raw samples of each candidate's window (as ``synchronizer_windows``), marking liveness."""
-        specs = self.model.config.specs
-        if not candidates:
-            return {}, {}
-        length = fetch_length(specs, candidates)
-        t1 = t_end + FETCH_MARGIN_S
-        raw, rates = {}, {}
+    def _ended(self, stream: str, t_end: float) -> str | None:
+        """Why a finished source's stream cannot serve a window ending at ``t_end``, or None.
+
+        Its last sample stands for one sample period (as in the coverage measure); a window
+        ending later would be scored from a stream that has stopped.
+        """
+        source = self.sources.get(stream)
+        if source is None or not source.health().finished:
+            return None
+        buf = self.sync.buffers[stream]
+        last = buf.latest_time()
+        if last is not None and t_end <= last + 1.0 / buf.rate:
+            return None
+        return "stream ended before the window's end"
+
+    def _source_time(self, t_host: float) -> float | None:
+        """``t_host`` on the recording's clock, from the first source that knows it (a replay)."""
+        for source in self.sources.values():
+            source_time = getattr(source, "source_time", None)
+            if source_time is not None:
+                return source_time(t_host)
+        return None
+
+    def _read(self, t_end: float, candidates: list[str], status: dict[str, dict]) -> LiveWindow:
+        """The candidates' window through :func:`read_window`, marking coverage, liveness and reasons."""
+        window = read_window(self.sync.buffers, {m: self.streams[m] for m in candidates}, self.model.config.specs,
+                             t_end, self.coverage_threshold)
         for m in candidates:
-            buf: StreamBuffer = self.sync.buffers[self.streams[m]]
-            frames = None
-            if m == "video":  # copy only the frames preprocessing samples (16 of ~100)
-                frames = _VideoFrameSelection(specs.video, modality_window(specs, m, t_end))
-                data, ts = buf.window_select(t1 - length, t1, frames)
-            else:
-                data, ts = buf.window(t1 - length, t1)
-            window_s = specs[m].window_s
-            inside = ts[(ts > t_end - window_s) & (ts <= t_end)]
-            cov = coverage_of(inside, buf.rate, window_s)
-            status[m]["coverage"] = cov
-            if cov + 1e-9 < self.coverage_threshold:  # 90 samples at 50 Hz in 3 s is 60 %, not 59.99...
-                status[m]["reason"] = f"covers {cov:.0%} of its {window_s:g} s window (need {self.coverage_threshold:.0%})"
-                continue
-            status[m]["live"] = True
-            if frames is not None and frames.error:  # as a preprocessing problem would be reported
-                status[m]["reason"] = frames.error
-                continue
-            # the picked frames with their timestamps sample to themselves in preprocess_video
-            raw[m] = (data, ts[frames.indices]) if frames is not None and frames.indices is not None else (data, ts)
-            rates[m] = buf.rate
-        return raw, rates
+            status[m]["coverage"] = window.coverage.get(m, 0.0)
+            status[m]["live"] = m in window.live
+            if m in window.problems:
+                status[m]["reason"] = window.problems[m]
+        return window
 
     def _infer(self, tensors: dict[str, torch.Tensor], used: list[str]) -> tuple[np.ndarray | None, Any]:
+        """Encode ``used`` (a batch of one) and score them: base probabilities and custom scores."""
         inputs = {m: tensors[m].unsqueeze(0).to(self.device) for m in used}
-        bank = self.prototypes
         with torch.inference_mode():
-            enc = self.model.encode_batch(inputs)
-            base = None
-            readable = [m for m in used if m in self.model.trained.classifier_inputs()]
-            if readable:
-                base = self.model.class_probabilities(enc, readable)[0].cpu().numpy()
-            custom = bank.classify(enc, used) if bank is not None and len(bank) else None
+            return self._score(self.model.encode_batch(inputs), used)
+
+    def _score(self, enc: Encoded, used: list[str]) -> tuple[np.ndarray | None, Any]:
+        """Fuse the ``used`` modalities of ``enc`` into base-class probabilities (the ones the
+        classifier reads) and custom-action scores (with a non-empty bank)."""
+        bank = self.prototypes
+        base = None
+        readable = [m for m in used if m in self.model.trained.classifier_inputs()]
+        if readable:
+            base = self.model.class_probabilities(enc, readable)[0].cpu().numpy()
+        custom = bank.classify(enc, used) if bank is not None and len(bank) else None
         return base, custom
+
+    # ---- warm-up ----------------------------------------------------------------------------
+
+    def warm_up(self) -> float:
+        """Run preprocessing, every encoder, and the fusion and scoring of every modality subset
+        the engine may use, once on synthetic inputs (windows of zeros; nothing is emitted or
+        smoothed), so no real prediction pays a first-call cost: lazy imports (decimating an IMU
+        faster than the model's rate imports scipy, ~250 ms, on the first window it joins),
+        kernel selection, allocator growth.
+
+        The worker calls it before its first window unless it ran already; returns (and
+        ``stats()["warmup_ms"]`` reports) how long it took in ms.
+        """
+        t0 = time.perf_counter()
+        modalities = self.trained_modalities()
+        specs = self.model.config.specs
+        inputs = {m: _synthetic_window(specs, m).unsqueeze(0).to(self.device) for m in modalities}
+        with torch.inference_mode():
+            enc = self.model.encode_batch(inputs) if inputs else None
+            for subset in nonempty_subsets(modalities):  # an encoder's output does not depend on the others
+                self._score(enc, list(subset))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = (time.perf_counter() - t0) * 1e3
+        with self._lock:
+            self._warmup_ms = elapsed
+        return elapsed
 
     # ---- worker -----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            if self.stats()["warmup_ms"] is None:
+                self.warm_up()
+        except Exception as exc:  # a failed warm-up only costs the first predictions time
+            self._record_error(f"warm-up: {type(exc).__name__}: {one_line(exc, 300)}")
         next_tick = host_now()
         next_trim = next_tick + self.trim_memory_s
         while not self._stop.is_set():
@@ -474,7 +416,7 @@ class InferenceEngine:
             try:
                 self.step()
             except Exception as exc:  # report and keep going: one bad window must not end the app
-                self._record_error(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+                self._record_error(f"{type(exc).__name__}: {one_line(exc, 300)}")
             if self.trim_memory_s and host_now() >= next_trim:  # after the prediction went out
                 release_free_memory()
                 with self._lock:
@@ -518,117 +460,21 @@ class InferenceEngine:
             self._last_error = message
 
 
-class SourceBuffers:
-    """Ring buffers for live sources, each created from its source's first chunk.
-
-    A buffer's sample shape (e.g. a camera's frame size) is only known once data arrives, so
-    :meth:`attach` subscribes to every source and creates the stream's :class:`StreamBuffer`
-    on its first chunk (rate from ``health().nominal_rate``, else ``default_rates``), then adds
-    it to :attr:`synchronizer` by swapping in a new dict (readers never see it change size).
-    ``streams`` maps each modality to the first stream of that modality, for the engine.
-    ``seconds`` is the history held, for every stream or per modality (see :meth:`for_model`).
-    """
-
-    default_rates = {"video": 30.0, "audio": 16000.0, "imu": 50.0}
-
-    def __init__(self, seconds: float | Mapping[str, float] = 8.0, coverage_threshold: float = 0.6) -> None:
-        self.seconds = seconds if isinstance(seconds, Mapping) else {m: float(seconds) for m in MODALITIES}
-        self.synchronizer = Synchronizer({}, coverage_threshold=coverage_threshold)
-        self.streams: dict[str, str] = {}
-        self.sources: dict[str, Source] = {}
-        self._lock = threading.Lock()
-
-    @classmethod
-    def for_model(cls, model: MMGModel, slack_s: float = 0.5) -> "SourceBuffers":
-        """Buffers holding just what the model's windows need (a 640x480 RGB camera is ~1 MB a frame)."""
-        specs = model.config.specs
-        return cls({m: specs[m].window_s + 2 * FETCH_MARGIN_S + slack_s for m in MODALITIES})
-
-    def attach(self, sources: Sequence[Source]) -> dict[str, str]:
-        """Subscribe to ``sources`` (call before starting them); returns ``streams``."""
-        for src in sources:
-            self.streams.setdefault(src.modality, src.name)
-            self.sources[src.name] = src
-            src.subscribe(self._append_to(src))
-        return dict(self.streams)
-
-    def _append_to(self, src: Source) -> Callable[[Chunk], None]:
-        def append(chunk: Chunk) -> None:
-            buf = self.synchronizer.buffers.get(src.name)
-            if buf is None:
-                buf = self._create(src, chunk)
-            buf.append(chunk)
-        return append
-
-    def _create(self, src: Source, chunk: Chunk) -> StreamBuffer:
-        with self._lock:
-            existing = self.synchronizer.buffers.get(src.name)
-            if existing is not None:
-                return existing
-            rate = src.health().nominal_rate or self.default_rates[src.modality]
-            dtype = np.uint8 if src.modality == "video" else np.float32
-            buf = StreamBuffer(src.modality, self.seconds[src.modality], rate, np.asarray(chunk.data).shape[1:], dtype, name=src.name)
-            self.synchronizer.buffers = {**self.synchronizer.buffers, src.name: buf}
-            return buf
-
-
-
-
-class HeadlessInference:
-    """The engine and its sinks as ``mmg-live --headless --checkpoint`` runs them.
-
-    Loads the checkpoint (and the prototype bank), attaches ring buffers to ``sources`` (call
-    before starting them) and sends every prediction to stdout as a JSON line (``stdout``),
-    to a JSON-lines file (``jsonl``) and/or a ZeroMQ PUB socket (``publish``).
-    Raises ``ValueError``/``OSError``/``RuntimeError`` with a one-line message when something
-    cannot be opened; whatever was opened before is closed again.
-    """
-
-    def __init__(self, checkpoint: str, sources: Sequence[Source], *, device: str = "auto",
-                 prototypes: str | None = None, jsonl: str | None = None, publish: str | None = None,
-                 stdout: bool = True, stride_s: float = 0.25) -> None:
-        import sys
-
-        from mmg_live.checkpoint import load_checkpoint
-        from mmg_live.live.publish import JsonlSink, ZmqPredictionPublisher
-
-        model, _info = load_checkpoint(checkpoint, device)
-        bank = PrototypeBank.load(prototypes, model) if prototypes else None
-        self.sinks: list[Any] = []
-        try:
-            if stdout:
-                self.sinks.append(JsonlSink(sys.stdout))
-            if jsonl:
-                self.sinks.append(JsonlSink(jsonl))
-            if publish:
-                self.sinks.append(ZmqPredictionPublisher(publish))
-        except Exception:
-            self.close_sinks()
-            raise
-        self.buffers = SourceBuffers.for_model(model)
-        streams = self.buffers.attach(sources)
-        self.engine = InferenceEngine(model, self.buffers.synchronizer, streams, stride_s=stride_s,
-                                      device=model.device, prototypes=bank, on_prediction=self.sinks,
-                                      sources=self.buffers.sources)
-        usable = self.engine.trained_modalities()
-        self.warning = None if usable else (
-            f"{checkpoint}: trained on {usable_modalities(model) or 'no modality'}; none of the sources "
-            f"({', '.join(sorted(streams)) or 'none'}) can be used, so no predictions will be made")
-
-    def start(self) -> None:
-        self.engine.start()
-
-    def stop(self) -> dict[str, Any]:
-        """Stop the engine, close the sinks; returns the engine's final stats."""
-        self.engine.stop()
-        self.close_sinks()
-        return self.engine.stats()
-
-    def close_sinks(self) -> None:
-        for sink in self.sinks:
-            if getattr(sink, "name", None) != "<stdout>":
-                sink.close()
-
-
-__all__ = ["InferenceEngine", "Prediction", "EmaSmoother", "NoSmoothing", "make_smoother", "SourceBuffers",
-           "HeadlessInference", "STAGES", "UNKNOWN"]
+def _synthetic_window(specs: ModalitySpecs, modality: str) -> torch.Tensor:
+    """A model input for ``modality`` made by the shared preprocessing from windows of zeros, at
+    the model's own rate and at one that takes the resampling path (an 8 kHz microphone, a
+    100 Hz IMU: decimation imports scipy on first use, ~250 ms), so the warm-up also runs
+    preprocessing's lazy imports and first calls."""
+    spec = specs[modality]
+    if modality == "video":
+        variants, shape, dtype = [30.0], (2 * spec.size, 2 * spec.size, spec.channels), np.uint8
+    elif modality == "audio":
+        variants, shape, dtype = [float(spec.sample_rate), spec.sample_rate / 2.0], (1,), np.float32
+    else:
+        variants, shape, dtype = [float(spec.rate), 2.0 * spec.rate], (6,), np.float32
+    tensors = []
+    for rate in variants:
+        n = int(round(spec.window_s * rate))
+        timestamps = (np.arange(n) + 1) / rate
+        tensors.append(preprocess(modality, np.zeros((n, *shape), dtype), timestamps, specs, (0.0, spec.window_s)))
+    return tensors[0]

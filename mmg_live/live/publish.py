@@ -2,7 +2,7 @@
 
 Both sinks are callables, so they plug straight into ``InferenceEngine(on_prediction=...)``;
 they are called from the engine's worker thread only. Each message is
-:meth:`Prediction.to_json() <mmg_live.live.engine.Prediction.to_json>` (one JSON object).
+:meth:`Prediction.to_json() <mmg_live.live.prediction.Prediction.to_json>` (one JSON object).
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
-if TYPE_CHECKING:
-    from mmg_live.live.engine import Prediction
+from mmg_live.live.prediction import Prediction
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 TOPIC = b"prediction"
@@ -46,7 +45,7 @@ class JsonlSink:
         self._lock = threading.Lock()
         self.written = 0
 
-    def write(self, prediction: "Prediction") -> None:
+    def write(self, prediction: Prediction) -> None:
         """Write one prediction as a line and flush it."""
         line = prediction.to_json() + "\n"
         with self._lock:
@@ -91,7 +90,7 @@ class ZmqPredictionPublisher:
         self.sent = 0
         self.dropped = 0
 
-    def publish(self, prediction: "Prediction") -> None:
+    def publish(self, prediction: Prediction) -> None:
         """Send one prediction (never blocks: counted as dropped when the queue is full)."""
         with self._lock:
             if self._socket.closed:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmg_live.modalities import MODALITY_NAMES
+from mmg_common import MODALITIES
 from mmg_live.models.fusion import build_fusion
 from mmg_live.models.registry import MMGConfig, build_encoder
 
@@ -82,7 +82,7 @@ class MMGModel(nn.Module):
             raise ValueError("MMGModel needs at least one class name")
         self.config = config
         self.class_names = list(class_names)
-        self.modalities = [m for m in MODALITY_NAMES if m in config.encoders]
+        self.modalities = [m for m in MODALITIES if m in config.encoders]
         # One draw from the global generator, then every part is initialised from its own
         # seed derived from its name: torch.manual_seed still fixes the whole model, but one
         # part's size (say a different audio encoder) no longer shifts the others' init.
@@ -243,14 +243,14 @@ class MMGModel(nn.Module):
     def class_probabilities(self, enc: "Encoded", modalities: Sequence[str] | None = None) -> torch.Tensor:
         """Base-class probabilities ``[B, C]`` from the encoded modalities (or the given subset).
 
-        The fused classifier's softmax; when ``config.extra["classifier"] == "ensemble"``, the
+        The fused classifier's softmax; when ``config.classifier == "ensemble"``, the
         normalised geometric mean of it and the unimodal heads of the chosen modalities (late
         fusion: each head only counts for the rows where its modality is present). Only
         modalities the classifier was trained on should be passed (``trained.classifier_inputs()``).
         """
         chosen = [m for m in enc.present if modalities is None or m in modalities]
         log_p = torch.log_softmax(self.classifier(self.fuse(enc, chosen)).float(), dim=-1)
-        if self.config.extra.get("classifier") != "ensemble":
+        if self.config.classifier != "ensemble":
             return log_p.exp()
         total, count = log_p, torch.ones_like(log_p[:, :1])
         for m in chosen:

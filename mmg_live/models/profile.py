@@ -81,7 +81,7 @@ def profile_model(model: MMGModel, repeats: int = 10, measure_latency: bool = Tr
                 "gflops": round(fvcore_gflops(encoder, (x,)), 3),
             }
             if measure_latency:
-                times = latency_ms(lambda: encoder(x), repeats=repeats)
+                times = latency_ms(lambda encoder=encoder, x=x: encoder(x), repeats=repeats)
                 entry.update(_cpu_ms(times))
             tokens[m], pooled[m] = encoder(x)
             report[m] = entry

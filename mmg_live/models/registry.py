@@ -6,12 +6,13 @@ A config is plain data (JSON round-trippable) so a checkpoint can rebuild its mo
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, get_args
 
 from torch import nn
 
-from mmg_live.modalities import MODALITY_NAMES, AudioSpec, ImuSpec, ModalitySpecs, VideoSpec
+from mmg_common import MODALITIES
+from mmg_live.modalities import AudioSpec, ImuSpec, ModalitySpecs, VideoSpec
 
 # ------------------------------------------------------------------------------ encoder builders
 
@@ -63,36 +64,56 @@ def build_encoder(kind: str, spec: Any, **kwargs: Any) -> nn.Module:
 
 # ------------------------------------------------------------------------------------- configs
 
+#: How the base classes are scored: ``fused`` is the classifier on the fused embedding;
+#: ``ensemble`` the normalised geometric mean of it and the live modalities' unimodal heads.
+ClassifierKind = Literal["fused", "ensemble"]
+CLASSIFIER_KINDS: tuple[str, ...] = get_args(ClassifierKind)
+
+
 @dataclass
 class MMGConfig:
-    """Everything needed to build an :class:`~mmg_live.models.mmg.MMGModel` (minus class names)."""
+    """Everything needed to build an :class:`~mmg_live.models.mmg.MMGModel` (minus class names).
+
+    ``classifier`` is how :meth:`~mmg_live.models.mmg.MMGModel.class_probabilities` scores the
+    base classes (:data:`ClassifierKind`).
+    """
 
     name: str
     specs: ModalitySpecs
     encoders: dict[str, dict[str, Any]]
     fusion: dict[str, Any]
     embed_dim: int = 128
-    extra: dict[str, Any] = field(default_factory=dict)
+    classifier: ClassifierKind = "fused"
+
+    def __post_init__(self) -> None:
+        if self.classifier not in CLASSIFIER_KINDS:
+            raise ValueError(f"model config: classifier must be one of {CLASSIFIER_KINDS}, got {self.classifier!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "specs": self.specs.to_dict(), "encoders": copy.deepcopy(self.encoders),
-            "fusion": dict(self.fusion), "embed_dim": self.embed_dim, "extra": dict(self.extra),
+            "fusion": dict(self.fusion), "embed_dim": self.embed_dim, "classifier": self.classifier,
         }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "MMGConfig":
+        """Rebuild a config from :meth:`to_dict` output, or from an older checkpoint's header,
+        which kept the classifier kind in a free-form ``extra`` dict."""
         missing = {"name", "specs", "encoders", "fusion"} - set(values)
         if missing:
             raise ValueError(f"model config: missing keys {sorted(missing)}")
         encoders = values["encoders"]
-        unknown = set(encoders) - set(MODALITY_NAMES)
+        unknown = set(encoders) - set(MODALITIES)
         if unknown:
             raise ValueError(f"model config: unknown modalities {sorted(unknown)}")
+        legacy = dict(values.get("extra") or {})
+        classifier = values.get("classifier", legacy.pop("classifier", "fused"))
+        if legacy:
+            raise ValueError(f"model config: unknown extra keys {sorted(legacy)}")
         return cls(
             name=values["name"], specs=ModalitySpecs.from_dict(values["specs"]),
             encoders=copy.deepcopy(encoders), fusion=dict(values["fusion"]),
-            embed_dim=int(values.get("embed_dim", 128)), extra=dict(values.get("extra", {})),
+            embed_dim=int(values.get("embed_dim", 128)), classifier=classifier,
         )
 
 
