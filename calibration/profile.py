@@ -399,6 +399,15 @@ class CalibratedSource:
     def health(self) -> Health:
         return self._source.health()
 
+    def source_time(self, t_host: float) -> float | None:
+        """The wrapped source's recording clock at ``t_host`` (a replay's), else None.
+
+        Calibration shifts timestamps by a stream's offset (milliseconds); the recording time of a
+        window end is read on the replay's own clock, as without calibration.
+        """
+        source_time = getattr(self._source, "source_time", None)
+        return None if source_time is None else source_time(t_host)
+
 
 def synchronizer_offsets(profile: CalibrationProfile, streams: dict[str, str] | None = None) -> dict[str, float]:
     """Per-stream offsets in the form ``mmg_live.live.buffer.Synchronizer`` takes (seconds *added*

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="compute device")
     inf.add_argument("--prototypes", metavar="FILE", help="custom-action prototype bank")
     inf.add_argument("--jsonl", metavar="FILE", help="append predictions as JSON lines")
+    inf.add_argument("--stride", type=float, default=0.25, metavar="S",
+                     help="seconds between predictions (default 0.25; windows are skipped, never queued, "
+                          "when inference is slower)")
     inf.add_argument("--publish", metavar="ENDPOINT", nargs="?", const="tcp://127.0.0.1:5556",
                      help="publish predictions over ZeroMQ (default tcp://127.0.0.1:5556)")
     return p
@@ -73,7 +76,7 @@ def live_options(args: argparse.Namespace) -> LiveOptions:
         devices=device_config(args, remote=True), checkpoint=args.checkpoint, device=args.device,
         prototypes=args.prototypes, jsonl=args.jsonl, publish=args.publish, record=args.record,
         video_codec=args.video_codec, calibration=args.calibration, seconds=args.seconds, demo=args.demo,
-        headless=args.headless,
+        headless=args.headless, stride_s=args.stride,
     )
 
 
@@ -149,7 +152,8 @@ class _Consumers:
             try:
                 self.inference = HeadlessInference(
                     options.checkpoint, [o.source for o in built], device=options.device,
-                    prototypes=options.prototypes, jsonl=options.jsonl, publish=options.publish)
+                    prototypes=options.prototypes, jsonl=options.jsonl, publish=options.publish,
+                    stride_s=options.stride_s)
             except (ValueError, OSError, RuntimeError) as exc:
                 raise _SetupFailed(one_line(exc)) from exc
             if self.inference.warning:
@@ -280,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit_malloc_arenas()  # before any capture or inference thread starts: see mmg_live.live.memory
     if args.seconds is not None and args.seconds <= 0:
         parser.error(f"--seconds must be > 0, got {args.seconds:g}")
+    if args.stride <= 0:
+        parser.error(f"--stride must be > 0, got {args.stride:g}")
     if args.speed <= 0:
         parser.error(f"--speed must be > 0, got {args.speed:g}")
     options = live_options(args)

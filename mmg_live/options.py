@@ -26,6 +26,7 @@ class LiveOptions:
         source_label: shown prominently in the GUI (e.g. that the input is a replay).
         demo: the built-in replay with the default model.
         headless: no GUI.
+        stride_s: seconds between predictions.
     """
 
     devices: DeviceConfig = field(default_factory=DeviceConfig)
@@ -41,6 +42,7 @@ class LiveOptions:
     source_label: str | None = None
     demo: bool = False
     headless: bool = False
+    stride_s: float = 0.25
 
     @property
     def runs_inference(self) -> bool:

@@ -68,7 +68,7 @@ def main(options: LiveOptions) -> int:
     model, model_note = load_model(options)
     bank, bank_note = load_bank(options, model)
     calibration, cal_note = load_session_calibration(options)
-    session = LiveSession(options, model, bank, calibration=calibration)
+    session = LiveSession(options, model, bank, stride_s=options.stride_s, calibration=calibration)
     window = MainWindow(session, notes=[n for n in (model_note, bank_note, cal_note) if n],
                         source_label=options.source_label)
     window.show()

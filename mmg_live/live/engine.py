@@ -338,8 +338,9 @@ class InferenceEngine:
         """``t_host`` on the recording's clock, from the first source that knows it (a replay)."""
         for source in self.sources.values():
             source_time = getattr(source, "source_time", None)
-            if source_time is not None:
-                return source_time(t_host)
+            t_source = None if source_time is None else source_time(t_host)
+            if t_source is not None:
+                return t_source
         return None
 
     def _read(self, t_end: float, candidates: list[str], status: dict[str, dict]) -> LiveWindow:
