@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from mmg_live.modalities import (
     AudioSpec, ModalitySpecs, preprocess_audio, spec_from_dict, spec_to_dict, window_normalize,
 )
-from trainer.stages import StageConfig, _augment, augment_audio
+from trainer.augment import augment_audio, augment_inputs
+from trainer.stage_config import Augmentation, StageConfig
 
 RATE = 8000
 
@@ -148,31 +149,37 @@ def test_window_normalisation_uses_the_window_only():
 # ------------------------------------------------------------------------------------ augmentation
 
 def _stage(**kw) -> StageConfig:
-    return StageConfig(name="t", modalities=["audio"], **kw)
+    return StageConfig.from_dict({"name": "t", "modalities": ["audio"], **kw})
+
+
+def _options(**kw) -> Augmentation:
+    """The augmentation options of an audio stage with the recipe keys ``kw``."""
+    return _stage(**kw).augment
 
 
 def test_default_audio_augmentation_is_the_old_noise():
     x = torch.randn(4, 100, 128)
     for kw in ({}, {"imu_noise": 0.1}, {"imu_noise": 0.0}):
         stage = _stage(**kw)
-        got = _augment({"audio": x}, stage, torch.Generator().manual_seed(5))["audio"]
+        got = augment_inputs({"audio": x}, stage.augment, torch.Generator().manual_seed(5))["audio"]
         gen = torch.Generator().manual_seed(5)
-        want = x + 0.5 * stage.imu_noise * torch.randn(x.shape, generator=gen) if stage.imu_noise > 0 else x
+        noise = stage.augment.imu_noise
+        want = x + 0.5 * noise * torch.randn(x.shape, generator=gen) if noise > 0 else x
         assert torch.equal(got, want)
 
 
 def test_audio_noise_overrides_imu_noise():
     x = torch.zeros(2, 100, 128)
-    out = augment_audio(x, _stage(imu_noise=0.1, audio_noise=0.0), torch.Generator().manual_seed(0))
+    out = augment_audio(x, _options(imu_noise=0.1, audio_noise=0.0), torch.Generator().manual_seed(0))
     assert torch.equal(out, x)
-    out = augment_audio(x, _stage(imu_noise=0.0, audio_noise=0.3), torch.Generator().manual_seed(0))
+    out = augment_audio(x, _options(imu_noise=0.0, audio_noise=0.3), torch.Generator().manual_seed(0))
     assert abs(float(out.std()) - 0.3) < 0.01
 
 
 def test_frequency_masks_zero_contiguous_mel_bands():
     torch.manual_seed(0)
     x = torch.rand(64, 100, 128) + 1.0  # never zero
-    out = augment_audio(x, _stage(audio_noise=0.0, freq_masks=1, freq_mask_width=20),
+    out = augment_audio(x, _options(audio_noise=0.0, freq_masks=1, freq_mask_width=20),
                         torch.Generator().manual_seed(1))
     widths = []
     for b in range(x.shape[0]):
@@ -189,7 +196,7 @@ def test_frequency_masks_zero_contiguous_mel_bands():
 
 def test_time_masks_zero_contiguous_frames():
     x = torch.rand(64, 100, 128) + 1.0
-    out = augment_audio(x, _stage(audio_noise=0.0, time_masks=1, time_mask_width=10),
+    out = augment_audio(x, _options(audio_noise=0.0, time_masks=1, time_mask_width=10),
                         torch.Generator().manual_seed(2))
     for b in range(x.shape[0]):
         zero = out[b] == 0
@@ -204,7 +211,7 @@ def test_time_masks_zero_contiguous_frames():
 
 def test_two_masks_of_each_kind_cover_at_most_their_widths():
     x = torch.rand(32, 100, 128) + 1.0
-    out = augment_audio(x, _stage(audio_noise=0.0, freq_masks=2, freq_mask_width=8, time_masks=2,
+    out = augment_audio(x, _options(audio_noise=0.0, freq_masks=2, freq_mask_width=8, time_masks=2,
                                   time_mask_width=5), torch.Generator().manual_seed(3))
     zero = out == 0
     cols = zero.all(1).sum(1)  # [B] zeroed mel bins
@@ -216,7 +223,7 @@ def test_two_masks_of_each_kind_cover_at_most_their_widths():
 
 def test_gain_is_one_constant_per_clip():
     x = torch.randn(16, 100, 128)
-    out = augment_audio(x, _stage(audio_noise=0.0, audio_gain=0.4), torch.Generator().manual_seed(4))
+    out = augment_audio(x, _options(audio_noise=0.0, audio_gain=0.4), torch.Generator().manual_seed(4))
     diff = out - x
     per_clip = diff[:, :1, :1]
     torch.testing.assert_close(diff, per_clip.expand_as(diff), rtol=0, atol=1e-6)
@@ -225,7 +232,7 @@ def test_gain_is_one_constant_per_clip():
 
 def test_time_shift_moves_frames_and_fills_with_the_clip_minimum():
     frames = torch.arange(100, dtype=torch.float32).view(1, 100, 1).expand(8, 100, 4) + 1.0
-    out = augment_audio(frames.clone(), _stage(audio_noise=0.0, audio_shift=30), torch.Generator().manual_seed(6))
+    out = augment_audio(frames.clone(), _options(audio_noise=0.0, audio_shift=30), torch.Generator().manual_seed(6))
     seen = set()
     for b in range(8):
         col = out[b, :, 0]
@@ -242,7 +249,7 @@ def test_time_shift_moves_frames_and_fills_with_the_clip_minimum():
 
 def test_mel_warp_stretches_the_frequency_axis():
     ramp = torch.arange(128, dtype=torch.float32).view(1, 1, 128).expand(16, 10, 128).clone()
-    out = augment_audio(ramp, _stage(audio_noise=0.0, audio_freq_warp=0.1), torch.Generator().manual_seed(8))
+    out = augment_audio(ramp, _options(audio_noise=0.0, audio_freq_warp=0.1), torch.Generator().manual_seed(8))
     k = torch.arange(128, dtype=torch.float32)
     factors = []
     for b in range(16):
@@ -257,7 +264,7 @@ def test_mel_warp_stretches_the_frequency_axis():
 def test_tempo_stretch_is_anchored_at_the_window_end():
     """On a ramp (frame t holds t + 1) the output's slope is the tempo factor; the newest frame stays."""
     ramp = (torch.arange(100, dtype=torch.float32) + 1.0).view(1, 100, 1).expand(16, 100, 3).clone()
-    out = augment_audio(ramp, _stage(audio_noise=0.0, audio_time_stretch=0.4), torch.Generator().manual_seed(4))
+    out = augment_audio(ramp, _options(audio_noise=0.0, audio_time_stretch=0.4), torch.Generator().manual_seed(4))
     t = torch.arange(100, dtype=torch.float32)
     rates = []
     for b in range(16):
@@ -276,7 +283,8 @@ def test_tempo_stretch_is_anchored_at_the_window_end():
 def test_other_recipes_draw_the_same_random_numbers():
     """Turning on nothing audio-specific leaves video/imu augmentation draws untouched."""
     inputs = {"imu": torch.randn(4, 6, 150), "audio": torch.randn(4, 100, 128)}
-    a = _augment(inputs, StageConfig(name="s", modalities=["imu", "audio"]), torch.Generator().manual_seed(9))
+    a = augment_inputs(inputs, StageConfig(name="s", modalities=["imu", "audio"]).augment,
+                       torch.Generator().manual_seed(9))
     gen = torch.Generator().manual_seed(9)
     x = inputs["imu"]
     scale = 1.0 + 0.1 * (torch.rand(4, 1, 1, generator=gen) - 0.5)

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from trainer.data.cli import main
-from trainer.data.download import Archive, DownloadError, _place_utd, download_dataset, fetch
+from trainer.data.download import Archive, DownloadError, download_dataset, fetch, place_utd_member
 
 
 def _free_port() -> int:
@@ -58,8 +58,10 @@ def test_download_extracts_into_reader_layout(http_dir, tmp_path: Path) -> None:
     _utd_zip(www / "Depth.zip")
     progress = io.StringIO()
     out = tmp_path / "utd"
-    files = download_dataset("utd-mhad", out, archives=[Archive("Depth.zip", f"{url}/Depth.zip", _place_utd)], progress=progress)
-    assert sorted(p.relative_to(out).as_posix() for p in files) == ["Depth/a1_s1_t1_depth.mat", "Depth/a2_s3_t4_depth.mat"]
+    files = download_dataset("utd-mhad", out, archives=[Archive("Depth.zip", f"{url}/Depth.zip", place_utd_member)],
+                             progress=progress)
+    assert sorted(p.relative_to(out).as_posix() for p in files) == ["Depth/a1_s1_t1_depth.mat",
+                                                                    "Depth/a2_s3_t4_depth.mat"]
     assert (out / "Depth" / "a1_s1_t1_depth.mat").read_bytes() == b"depth-bytes"
     assert not (out / "Depth.zip").exists()  # archive removed after extraction
     assert "Depth.zip:" in progress.getvalue() and "(100%)" in progress.getvalue()
@@ -70,17 +72,20 @@ def test_size_mismatch_and_corrupt_zip(http_dir, tmp_path: Path) -> None:
     _utd_zip(www / "Depth.zip")
     size = (www / "Depth.zip").stat().st_size
     with pytest.raises(DownloadError, match=f"announces {size} bytes, expected {size + 1}"):
-        fetch(Archive("Depth.zip", f"{url}/Depth.zip", _place_utd, size=size + 1), tmp_path / "x.zip", progress=None)
+        fetch(Archive("Depth.zip", f"{url}/Depth.zip", place_utd_member, size=size + 1), tmp_path / "x.zip",
+              progress=None)
     blob = bytearray((www / "Depth.zip").read_bytes())
     blob[blob.index(b"depth-bytes")] ^= 0xFF  # flip a stored byte: CRC must catch it
     (www / "Bad.zip").write_bytes(bytes(blob))
     with pytest.raises(DownloadError, match="a1_s1_t1_depth.mat is corrupt"):
-        download_dataset("utd-mhad", tmp_path / "o", archives=[Archive("Bad.zip", f"{url}/Bad.zip", _place_utd)], progress=None)
+        download_dataset("utd-mhad", tmp_path / "o", archives=[Archive("Bad.zip", f"{url}/Bad.zip", place_utd_member)],
+                         progress=None)
 
 
 def test_unreachable_source_says_how_to_get_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     port = _free_port()
-    rc = main(["download", "fsdd", str(tmp_path / "fsdd"), "--url", f"http://127.0.0.1:{port}/fsdd.zip", "--timeout", "5"])
+    rc = main(["download", "fsdd", str(tmp_path / "fsdd"), "--url", f"http://127.0.0.1:{port}/fsdd.zip",
+               "--timeout", "5"])
     err = capsys.readouterr().err
     assert rc == 1
     assert f"cannot reach 127.0.0.1:{port}" in err
@@ -113,7 +118,8 @@ def test_info_counts(utd_mhad_dir: Path, fsdd_dir: Path, capsys: pytest.CaptureF
 
 
 def test_import_cli(utd_mhad_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["import", "utd-mhad", str(utd_mhad_dir), str(tmp_path / "s"), "--subjects", "2", "--actions", "26"]) == 0
+    assert main(["import", "utd-mhad", str(utd_mhad_dir), str(tmp_path / "s"), "--subjects", "2",
+                 "--actions", "26"]) == 0
     assert "wrote 4 session folders" in capsys.readouterr().out
     assert main(["info", "sessions", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out

@@ -123,7 +123,8 @@ def test_jsonl_manifest_units_and_cache(media: Path, tmp_path: Path) -> None:
     imu_only = ds[1]
     assert imu_only.modalities == ("imu",) and imu_only.split == "test" and imu_only.clip_id == "imu_only"
     np.testing.assert_allclose(imu_only.streams["imu"].data[:, 3], 10.0 * 180 / np.pi, rtol=1e-5)
-    np.testing.assert_allclose(imu_only.streams["imu"].data[:, 0], imu_only.streams["imu"].timestamps / 9.80665, atol=1e-5)
+    np.testing.assert_allclose(imu_only.streams["imu"].data[:, 0], imu_only.streams["imu"].timestamps / 9.80665,
+                               atol=1e-5)
 
 
 def test_bad_rows_and_files(media: Path, tmp_path: Path) -> None:
@@ -147,4 +148,5 @@ def test_bad_rows_and_files(media: Path, tmp_path: Path) -> None:
     _check_clip(clips[0])
     reasons = [r for _, r in ds.skipped]
     assert len(reasons) == 3
-    assert "junk.mp4" in reasons[0] and "imu_bad.csv:2: not numbers" in reasons[1] and "missing.mp4: video file is missing" in reasons[2]
+    assert "junk.mp4" in reasons[0] and "imu_bad.csv:2: not numbers" in reasons[1]
+    assert "missing.mp4: video file is missing" in reasons[2]

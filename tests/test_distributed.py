@@ -10,7 +10,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mmg_live.models.mmg import build_model
-from trainer.stages import StageConfig, allreduce_gradients, shard, supervised_loss
+from trainer.stage_config import StageConfig
+from trainer.stages import allreduce_gradients, shard, supervised_loss
 
 BATCH = 8
 CLASSES = [str(i) for i in range(4)]

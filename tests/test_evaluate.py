@@ -20,7 +20,8 @@ from trainer.windows import WindowSet
 def test_few_shot_on_separable_and_random_embeddings():
     labels = np.repeat(np.arange(8), 12).tolist()
     centres = torch.eye(8) * 10
-    separable = centres[torch.tensor(labels)] + 0.1 * torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(0))
+    separable = centres[torch.tensor(labels)] + 0.1 * noise
     result = few_shot(separable, separable, labels, episodes=100)
     assert result.acc == 1.0 and result.ci95 == 0.0 and result.episodes == 100
     noise = torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(1))

@@ -64,7 +64,8 @@ def test_alignment_matches_numpy_and_averages_modalities() -> None:
     v, a, i = (rng.normal(size=(4, 3)).astype(np.float32) for _ in range(3))
     tau = 0.07
     expected = 0.5 * (_np_nce(v, a, tau) + _np_nce(v, i, tau))
-    got = alignment_loss({"video": torch.tensor(v), "audio": torch.tensor(a), "imu": torch.tensor(i)}, {}, temperature=tau)
+    got = alignment_loss({"video": torch.tensor(v), "audio": torch.tensor(a), "imu": torch.tensor(i)}, {},
+                         temperature=tau)
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 

@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from trainer.run import apply_override, load_recipe
-from trainer.stages import StageConfig
+from trainer.recipe import load_recipe
 from trainer.train_cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,18 +113,14 @@ def _train_calls(tmp_path: Path) -> list[list[str]]:
 
 
 def _load_call(call: list[str]) -> tuple[Any, dict[str, Any]]:
-    """An mmg-train command line as the trainer reads it: its arguments and the overridden recipe,
-    each stage checked by the real StageConfig."""
+    """An mmg-train command line as the trainer reads it: its arguments and the overridden recipe
+    (as JSON), checked by the real recipe loader, every stage included."""
     args = build_parser().parse_args(call)
-    recipe = load_recipe(args.recipe)
     for assignment in args.set:
         raw = assignment.split("=", 1)[1]
         if raw[:1] in ("[", "{", '"'):  # meant as JSON: a quoting slip would leave it a string
             json.loads(raw)
-        apply_override(recipe, assignment)
-    for stage in recipe["stages"]:
-        StageConfig.from_dict(stage)
-    return args, recipe
+    return args, load_recipe(args.recipe, args.set).to_dict()
 
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None or not Path("/usr/bin/time").exists(),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from mmg_live.models.mmg import build_model
-from trainer.stages import StageConfig, make_optimizer, plan_epoch, run_epoch
+from trainer.stage_config import StageConfig
+from trainer.stages import make_optimizer, plan_epoch, run_epoch
 from trainer.windows import WindowSet
 
 CLASSES = ["a", "b", "c", "d"]
@@ -58,7 +59,7 @@ def test_a_trained_encoder_updates_its_batch_norm_statistics():
 
 
 def test_random_rotations_are_proper_and_bounded():
-    from trainer.stages import random_rotations
+    from trainer.augment import random_rotations
 
     r = random_rotations(64, 30.0, torch.Generator().manual_seed(1))
     eye = torch.eye(3).expand(64, 3, 3)
@@ -69,7 +70,7 @@ def test_random_rotations_are_proper_and_bounded():
 
 
 def test_rotate_imu_turns_accel_and_gyro_in_physical_units():
-    from trainer.stages import random_rotations, rotate_imu
+    from trainer.augment import random_rotations, rotate_imu
 
     gen = torch.Generator().manual_seed(2)
     mean = torch.tensor([-0.6, -0.3, -0.1, 5.0, -3.0, -0.5])
@@ -87,19 +88,19 @@ def test_rotate_imu_turns_accel_and_gyro_in_physical_units():
 
 
 def test_imu_rotation_stage_option_changes_only_what_it_turns_on():
-    from trainer.stages import _augment
+    from trainer.augment import augment_inputs
 
     x = torch.randn(8, 6, 150, generator=torch.Generator().manual_seed(3))
     stats = (torch.zeros(6), torch.ones(6))
-    plain = StageConfig(name="p", imu_noise=0.0)
-    turned = StageConfig(name="r", imu_noise=0.0, imu_rotation=20.0)
+    plain = StageConfig.from_dict({"name": "p", "imu_noise": 0.0})
+    turned = StageConfig.from_dict({"name": "r", "imu_noise": 0.0, "imu_rotation": 20.0})
     gen = torch.Generator().manual_seed(0)
-    assert torch.equal(_augment({"imu": x}, plain, gen, stats)["imu"], x)  # off: no change, no draws
-    out = _augment({"imu": x}, turned, gen, stats)["imu"]
+    assert torch.equal(augment_inputs({"imu": x}, plain.augment, gen, stats)["imu"], x)  # off: no change, no draws
+    out = augment_inputs({"imu": x}, turned.augment, gen, stats)["imu"]
     assert not torch.allclose(out, x)
     assert torch.allclose(out[:, :3].norm(dim=1), x[:, :3].norm(dim=1), atol=1e-4)  # stats (0, 1): norms kept
     try:
-        _augment({"imu": x}, turned, gen, None)
+        augment_inputs({"imu": x}, turned.augment, gen, None)
     except ValueError as exc:
         assert "imu_rotation" in str(exc)
     else:
@@ -138,8 +139,8 @@ def test_fusion_detach_keeps_the_fused_classifier_loss_out_of_the_encoders():
 def test_fusion_detach_sends_the_distillation_through_the_students_own_head():
     stage = dict(name="t", modalities=["video", "imu"], label_modalities=["video"], unimodal_weight=0.0,
                  ce_weight=1e-9, distill_weight=1.0, freeze=["encoders.imu", "projections.imu", "unimodal_heads.imu"])
-    attached = _grads_of_supervised_loss(StageConfig(**stage))
-    detached = _grads_of_supervised_loss(StageConfig(**stage, fusion_detach=True))
+    attached = _grads_of_supervised_loss(StageConfig.from_dict(stage))
+    detached = _grads_of_supervised_loss(StageConfig.from_dict({**stage, "fusion_detach": True}))
     assert _touched(attached, "encoders.video") and not _touched(attached, "unimodal_heads.video")
     assert _touched(detached, "encoders.video") and _touched(detached, "unimodal_heads.video")
     assert not _touched(detached, "encoders.imu")  # the teacher gets no gradient

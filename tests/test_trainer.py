@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,8 @@ import torch
 
 from mmg_live.checkpoint import load_checkpoint
 from mmg_live.models.mmg import select_device
-from trainer.run import RunContext, apply_override, load_recipe, train
+from trainer.recipe import InitEntry, Recipe, load_recipe
+from trainer.run import RunContext, train
 
 
 def _imu_recipe(epochs: int = 3) -> dict:
@@ -24,7 +24,7 @@ def _imu_recipe(epochs: int = 3) -> dict:
 
 
 def _ctx(recipe: dict, data: Path, out: Path, **kw) -> RunContext:
-    return RunContext(recipe, "utd-mhad", data, out, select_device("cpu"), **kw)
+    return RunContext(Recipe.from_dict(recipe), "utd-mhad", data, out, select_device("cpu"), **kw)
 
 
 def test_two_epochs_lower_the_loss_on_real_data(utd_mhad_dir, tmp_path):
@@ -118,15 +118,12 @@ def test_corrupt_file_is_skipped_and_counted(utd_mhad_dir, tmp_path):
 
 
 def test_recipe_overrides():
-    recipe = load_recipe("unimodal_imu")
-    apply_override(recipe, "stages.*.epochs=2")
-    apply_override(recipe, "stages.0.lr=0.01")
-    apply_override(recipe, 'fusion={"kind": "mlp", "dim": 64}')
-    apply_override(recipe, "table.label=abc")
-    assert recipe["stages"][0]["epochs"] == 2 and recipe["stages"][0]["lr"] == 0.01
-    assert recipe["fusion"]["kind"] == "mlp" and recipe["table"]["label"] == "abc"
+    recipe = load_recipe("unimodal_imu", ["stages.*.epochs=2", "stages.0.lr=0.01", 'fusion={"kind": "mlp", "dim": 64}',
+                                           "table.label=abc"])
+    assert recipe.stages[0].epochs == 2 and recipe.stages[0].lr == 0.01
+    assert recipe.fusion["kind"] == "mlp" and recipe.table.label == "abc"
     with pytest.raises(ValueError, match="key=value"):
-        apply_override(recipe, "nonsense")
+        load_recipe("unimodal_imu", ["nonsense"])
     with pytest.raises(FileNotFoundError, match="available"):
         load_recipe("no_such_recipe")
 
@@ -145,15 +142,11 @@ def test_train_cli_rejects_a_negative_eval_every_before_touching_data(tmp_path, 
 
 
 def test_every_shipped_recipe_is_valid():
-    from trainer.stages import StageConfig
-
     recipes = sorted(Path(__file__).resolve().parent.parent.joinpath("trainer", "recipes").glob("*.json"))
     assert len(recipes) >= 2
     for path in recipes:
-        recipe = load_recipe(str(path))
-        assert recipe["stages"], path
-        for stage in recipe["stages"]:
-            StageConfig.from_dict(stage)
+        recipe = load_recipe(str(path))  # every stage checked on the way
+        assert recipe.stages, path
 
 
 def test_distilled_video_stage_keeps_the_frozen_imu_teacher(utd_mhad_dir, tmp_path):
@@ -258,7 +251,7 @@ def test_centre_stage_without_centred_fusion_is_a_clear_error(utd_mhad_dir, tmp_
 
 
 def test_orthogonal_map_recovers_a_known_rotation():
-    from trainer.stages import orthogonal_map
+    from trainer.geometry import orthogonal_map
 
     gen = torch.Generator().manual_seed(0)
     turn, _ = torch.linalg.qr(torch.randn(16, 16, generator=gen))
@@ -277,7 +270,7 @@ def test_centre_stage_maps_video_onto_the_imu_space(utd_mhad_dir, tmp_path):
     import torch.nn.functional as F
 
     from trainer.datasets import load_clips
-    from trainer.stages import training_unit_embeddings
+    from trainer.geometry import training_unit_embeddings
     from trainer.windows import build_window_set
 
     recipe = _centre_recipe([dict(_CENTRE, modalities=["video", "imu"], rotate_to="imu")])
@@ -305,7 +298,7 @@ def test_init_refuses_an_encoder_of_another_architecture_but_skips_a_head_of_ano
     from mmg_live.checkpoint import save_checkpoint
     from mmg_live.models.mmg import MMGModel, build_model
     from mmg_live.models.registry import get_config
-    from trainer.run import _init_parts
+    from trainer.init_weights import init_from_checkpoints
 
     torch.manual_seed(0)
     old_stem = get_config("lite")
@@ -314,22 +307,21 @@ def test_init_refuses_an_encoder_of_another_architecture_but_skips_a_head_of_ano
     model = build_model("lite", [f"c{i}" for i in range(27)])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=r"old_stem.safetensors: its audio encoder has another architecture"):
-        _init_parts(model, {"init": [{"checkpoint": str(donor), "parts": ["encoders.audio"]}]}, torch.device("cpu"))
+        init_from_checkpoints(model, [InitEntry(str(donor), ["encoders.audio"])])
     # same tensor shapes, but a third transformer layer: refused too, in both directions
     deeper = get_config("lite")
     deeper.encoders["imu"] = {**deeper.encoders["imu"], "depth": deeper.encoders["imu"]["depth"] + 1}
     deep_donor = save_checkpoint(tmp_path / "deeper.safetensors", MMGModel(deeper, [f"c{i}" for i in range(27)]))
-    with pytest.raises(ValueError, match=r"deeper.safetensors: its imu encoder has another architecture.*more, 0 fewer"):
-        _init_parts(model, {"init": [{"checkpoint": str(deep_donor)}]}, torch.device("cpu"))
+    with pytest.raises(ValueError,
+                       match=r"deeper.safetensors: its imu encoder has another architecture.*more, 0 fewer"):
+        init_from_checkpoints(model, [InitEntry(str(deep_donor))])
     deeper_model = MMGModel(deeper, [f"c{i}" for i in range(27)])
     with pytest.raises(ValueError, match=r"its imu encoder has another architecture.*0 tensors more, \d+ fewer"):
-        _init_parts(deeper_model, {"init": [{"checkpoint": str(donor), "parts": ["encoders.imu"]}]},
-                    torch.device("cpu"))
+        init_from_checkpoints(deeper_model, [InitEntry(str(donor), ["encoders.imu"])])
     # a refusal copies nothing
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     # the IMU encoder matches: copied, while the 10-class heads are left as they were for 27 classes
-    _init_parts(model, {"init": [{"checkpoint": str(donor), "parts": ["encoders.imu", "classifier"]}]},
-                torch.device("cpu"))
+    init_from_checkpoints(model, [InitEntry(str(donor), ["encoders.imu", "classifier"])])
     donor_state = load_checkpoint(donor)[0].state_dict()
     after = model.state_dict()
     imu_keys = [k for k in after if k.startswith("encoders.imu")]

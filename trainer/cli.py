@@ -7,6 +7,8 @@ import json
 import sys
 import warnings
 
+from mmg_common import one_line
+
 
 def _flops(args: argparse.Namespace) -> int:
     from mmg_live.models.mmg import build_model
@@ -58,7 +60,7 @@ def _accuracy(args: argparse.Namespace) -> int:
 
     model, _ = load_checkpoint(_checkpoint_path(args.checkpoint), device=args.device)
     if args.classifier:
-        model.config.extra["classifier"] = args.classifier
+        model.config.classifier = args.classifier
     mods = _list(args.modalities) or model.trained.classifier_inputs() or list(model.modalities)
     data = load_eval_set(model, args.dataset, args.data, _groups(args), mods, cache=_cache(args))
     result = accuracy(model, data, mods)
@@ -68,13 +70,14 @@ def _accuracy(args: argparse.Namespace) -> int:
 
 def _fewshot(args: argparse.Namespace) -> int:
     from mmg_live.checkpoint import load_checkpoint
+    from trainer.datasets import class_count, class_subset
     from trainer.evaluate import embeddings, few_shot, load_eval_set
-    from trainer.run import class_subset
 
     model, info = load_checkpoint(_checkpoint_path(args.checkpoint), device=args.device)
     support, query = _list(args.support), _list(args.query)
     mods = sorted(set(support) | set(query))
-    classes = None if args.classes == "all" else class_subset({"classes": args.classes}, args.dataset, 27 if args.dataset == "utd-mhad" else 10)
+    classes = None if args.classes == "all" else class_subset(args.classes, args.dataset,
+                                                              class_count(args.dataset, args.data))
     data = load_eval_set(model, args.dataset, args.data, _groups(args), mods, classes=classes,
                          cache=_cache(args))
     result = few_shot(embeddings(model, data, support), embeddings(model, data, query), data.labels.tolist(),
@@ -94,6 +97,8 @@ def _table(args: argparse.Namespace) -> int:
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
+    from trainer.datasets import dataset_names
+
     parser = argparse.ArgumentParser(prog="mmg-eval", description="Evaluate and profile MMG models.")
     sub = parser.add_subparsers(dest="command", required=True)
     flops = sub.add_parser("flops", help="params, GFLOPs (fvcore) and CPU latency per encoder and the fusion")
@@ -107,10 +112,8 @@ def build_eval_parser() -> argparse.ArgumentParser:
     def data_args(p: argparse.ArgumentParser) -> None:
         from pathlib import Path
 
-        from trainer.datasets import DATASETS
-
         p.add_argument("--checkpoint", required=True, help="checkpoint file, or 'default' for the shipped one")
-        p.add_argument("--dataset", required=True, choices=DATASETS)
+        p.add_argument("--dataset", required=True, choices=dataset_names())
         p.add_argument("--data", required=True, type=Path)
         group = p.add_mutually_exclusive_group()
         group.add_argument("--subjects", help="comma-separated subjects to test on (default: the dataset's test split)")
@@ -146,11 +149,9 @@ def build_eval_parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="the MMG tables (markdown, CSV, JSON) and a confusion matrix PNG")
     from pathlib import Path
 
-    from trainer.datasets import DATASETS
-
     table.add_argument("--checkpoint", action="append", required=True,
                        help="a trained run's checkpoint (repeat); its recipe says which table rows it fills")
-    table.add_argument("--dataset", required=True, choices=DATASETS)
+    table.add_argument("--dataset", required=True, choices=dataset_names())
     table.add_argument("--data", required=True, type=Path)
     table.add_argument("--subjects")
     table.add_argument("--out", type=Path, default=Path("docs/results"))
@@ -168,7 +169,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"mmg-eval: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"mmg-eval: error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 

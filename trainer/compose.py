@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         donor, donor_info = load_checkpoint(args.donor, device="cpu")
         merged, summary = compose(base, donor, args.modality)
         if args.classifier is not None:
-            merged.config.extra["classifier"] = args.classifier
+            merged.config.classifier = args.classifier
     except (CheckpointError, ValueError) as exc:
         print(f"compose: {exc}", file=sys.stderr)
         return 2

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from mmg_live.models.mmg import Encoded, MMGModel
+from mmg_live.prototypes import embed
 from trainer.data.cache import Cache
 from trainer.data.episodes import EpisodeSampler
-from trainer.datasets import dataset_modalities, default_groups, load_clips
-from trainer.stages import embed
+from trainer.datasets import get_dataset, load_clips
 from trainer.windows import WindowSet, build_window_set
 
 
@@ -101,7 +101,7 @@ def few_shot(support_emb: torch.Tensor, query_emb: torch.Tensor, labels: Sequenc
     sampler = EpisodeSampler(list(labels), way=way, shot=shot, query=query, episodes=episodes, seed=seed)
     labels_t = torch.as_tensor(list(labels))
     accs = []
-    for support_idx, query_idx, classes in sampler:
+    for support_idx, query_idx, _ in sampler:
         s = support_emb[torch.as_tensor(support_idx)]
         q = query_emb[torch.as_tensor(query_idx)]
         s_lab, q_lab = labels_t[torch.as_tensor(support_idx)], labels_t[torch.as_tensor(query_idx)]
@@ -110,8 +110,8 @@ def few_shot(support_emb: torch.Tensor, query_emb: torch.Tensor, labels: Sequenc
         pred = cls[torch.cdist(q, protos).argmin(1)]
         accs.append(float((pred == q_lab).float().mean()))
     acc = np.asarray(accs)
-    return FewShotResult(float(acc.mean()), float(1.96 * acc.std(ddof=1) / math.sqrt(len(acc))) if len(acc) > 1 else 0.0,
-                         len(acc))
+    ci95 = float(1.96 * acc.std(ddof=1) / math.sqrt(len(acc))) if len(acc) > 1 else 0.0
+    return FewShotResult(float(acc.mean()), ci95, len(acc))
 
 
 def load_eval_set(model: MMGModel, dataset: str, data: Path, groups: Sequence[str] | None,
@@ -123,13 +123,14 @@ def load_eval_set(model: MMGModel, dataset: str, data: Path, groups: Sequence[st
     (few-shot on novel classes); otherwise labels are mapped by class name onto the model's
     classes and clips of unknown classes are dropped.
     """
+    entry = get_dataset(dataset)
     if groups is None:
-        groups = default_groups(dataset, "test")
+        groups = entry.default_groups("test")
     # Load every stream the data set and the model share, whichever subset is evaluated: a
     # clip's end (where its evaluated window ends) is its latest sample over the loaded streams,
     # so `accuracy --modalities video` and the table's video column must see the same windows.
     # Only the requested modalities are preprocessed.
-    shared = [m for m in dataset_modalities(dataset) if m in model.modalities]
+    shared = [m for m in entry.modalities if m in model.modalities]
     loaded = load_clips(dataset, data, None if groups is None else [str(g) for g in groups],
                         list(dict.fromkeys([*modalities, *shared])), cache, class_names=class_names)
     clips = loaded.clips

@@ -71,7 +71,8 @@ def alignment_loss(
         mask = present.get(m)
         masks[m] = torch.ones(len(e), dtype=torch.bool, device=e.device) if mask is None else mask.to(torch.bool)
         if masks[m].shape != (len(e),):
-            raise ValueError(f"alignment_loss: mask of {m!r} has shape {tuple(masks[m].shape)}, embeddings {tuple(e.shape)}")
+            raise ValueError(f"alignment_loss: mask of {m!r} has shape {tuple(masks[m].shape)}, "
+                             f"embeddings {tuple(e.shape)}")
     if anchor in embeddings and bool(masks[anchor].any()):
         pairs = [(anchor, m) for m in embeddings if m != anchor]
     else:

@@ -24,8 +24,8 @@ from typing import Any, Sequence
 
 from mmg_live.checkpoint import load_checkpoint
 from mmg_live.models.profile import count_params
+from trainer.datasets import class_count, class_subset
 from trainer.evaluate import accuracy, embeddings, few_shot, load_eval_set, modality_subsets
-from trainer.run import class_subset
 
 PAIRS = [(["video", "imu"], ["video", "imu"]), (["video", "imu"], ["imu"]), (["video", "imu"], ["video"]),
          (["video"], ["imu"]), (["imu"], ["video"]), (["imu"], ["imu"]), (["video"], ["video"])]
@@ -38,11 +38,11 @@ def measure(checkpoint: Path, utd: Path, fsdd: Path | None, episodes: int = 600)
     out: dict[str, Any] = {"checkpoint": checkpoint.name, "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
                            "classes": list(model.class_names), "trained": model.trained.to_dict(),
                            "parameters_m": round(count_params(model) / 1e6, 2),
-                           "classifier": model.config.extra.get("classifier", "fused"), "manyshot": [], "fewshot": []}
+                           "classifier": model.config.classifier, "manyshot": [], "fewshot": []}
     for mods in modality_subsets(readable):
         data = load_eval_set(model, "utd-mhad", utd, ["2", "4", "6"], mods)
         out["manyshot"].append({"modalities": mods, **accuracy(model, data, mods)})
-    novel = class_subset({"classes": "novel"}, "utd-mhad", 27)
+    novel = class_subset("novel", "utd-mhad", class_count("utd-mhad", utd))
     data = load_eval_set(model, "utd-mhad", utd, ["1", "2", "3", "4", "5", "6"], ["video", "imu"], classes=novel)
     emb = {"+".join(m): embeddings(model, data, m) for m in (["video"], ["imu"], ["video", "imu"])}
     for support, query in PAIRS:

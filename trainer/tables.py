@@ -16,10 +16,9 @@ from typing import Sequence
 
 from mmg_live.checkpoint import load_checkpoint
 from trainer.data.cache import Cache
-from trainer.datasets import dataset_modalities
+from trainer.datasets import class_count, class_subset, get_dataset
 from trainer.evaluate import (confusion_matrix, embeddings_subsets, few_shot, load_eval_set, modality_subsets,
                               predict_subsets, save_confusion_png, top1)
-from trainer.run import class_subset
 
 
 def make_tables(checkpoints: Sequence[Path], dataset: str, data: Path, out: Path,
@@ -30,7 +29,7 @@ def make_tables(checkpoints: Sequence[Path], dataset: str, data: Path, out: Path
     ``cache``: where decoded clips and preprocessed windows are kept between checkpoints and runs.
     """
     out.mkdir(parents=True, exist_ok=True)
-    mods = list(dataset_modalities(dataset))
+    mods = list(get_dataset(dataset).modalities)
     subsets = modality_subsets(mods)
     many, few, confusion_done = [], [], False
     for path in checkpoints:
@@ -53,7 +52,7 @@ def make_tables(checkpoints: Sequence[Path], dataset: str, data: Path, out: Path
                                    f"{label}: {'+'.join(mods)} (test subjects)")
                 confusion_done = True
         elif role == "fewshot":
-            novel = class_subset({"classes": "novel"}, dataset, 27 if dataset == "utd-mhad" else 10)
+            novel = class_subset("novel", dataset, class_count(dataset, data))
             data_set = load_eval_set(model, dataset, data, groups, mods, classes=novel, cache=cache)
             embs = dict(zip(["+".join(s) for s in subsets], embeddings_subsets(model, data_set, subsets)))
             for s in subsets:

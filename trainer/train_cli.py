@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from trainer.datasets import DATASETS
+from trainer.datasets import dataset_names
 
 
 def _non_negative_int(text: str) -> int:
@@ -30,7 +30,7 @@ def _non_negative_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmg-train", description="Train an MMG model from a recipe.")
     parser.add_argument("recipe", help="recipe name (trainer/recipes/NAME.json) or path to a JSON recipe")
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--dataset", required=True, choices=dataset_names())
     parser.add_argument("--data", required=True, type=Path, help="dataset root folder (or manifest file)")
     parser.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, logs); resumes if present")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -53,16 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mmg_live.models.mmg import select_device
-    from trainer.run import RunContext, apply_override, load_recipe, train
+    from trainer.recipe import load_recipe
+    from trainer.run import RunContext, train
 
     if args.quiet:
         os.environ["MMG_NO_PROGRESS"] = "1"
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        recipe = load_recipe(args.recipe)
-        for assignment in args.set:
-            apply_override(recipe, assignment)
+        recipe = load_recipe(args.recipe, args.set)
     except (FileNotFoundError, ValueError) as exc:
         print(f"mmg-train: error: {exc}", file=sys.stderr)
         return 2

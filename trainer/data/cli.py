@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from trainer.data.clip import DataError
-from trainer.data.download import DownloadError, download_dataset
+from trainer.data.download import SOURCES, DownloadError, download_dataset
 from trainer.data.splits import parse_int_list
 
 
@@ -27,11 +27,13 @@ def _int_list(text: str) -> list[int]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from trainer.datasets import dataset_names
+
     p = argparse.ArgumentParser(prog="mmg-data", description="Download, inspect and import mmg-live training data.")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("download", help="fetch a public dataset from its official source")
-    d.add_argument("dataset", choices=["utd-mhad", "fsdd"])
+    d.add_argument("dataset", choices=list(SOURCES))
     d.add_argument("dir", type=Path)
     d.add_argument("--parts", default="depth,inertial", help="UTD-MHAD archives: depth,inertial,skeleton")
     d.add_argument("--from-dir", type=Path, help="use archives already downloaded by hand into this folder")
@@ -41,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--url", help="override the archive URL (single-archive datasets or one --parts)")
 
     i = sub.add_parser("info", help="count clips per class and subject")
-    i.add_argument("dataset", choices=["utd-mhad", "fsdd", "sessions", "manifest"])
+    i.add_argument("dataset", choices=dataset_names())
     i.add_argument("path", type=Path)
     i.add_argument("--check", action="store_true", help="also decode every clip and list the bad ones")
 
@@ -94,40 +96,14 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_dataset(kind: str, path: Path):
-    if kind == "utd-mhad":
-        from trainer.data.utd_mhad import UtdMhadDataset
-
-        return UtdMhadDataset(path, subjects=None)
-    if kind == "fsdd":
-        from trainer.data.fsdd import FsddDataset
-
-        return FsddDataset(path)
-    if kind == "sessions":
-        from trainer.data.sessions import SessionDataset
-
-        return SessionDataset(path)
-    from trainer.data.manifest import ManifestDataset
-
-    return ManifestDataset(path)
-
-
-def _subjects(ds) -> list[str]:
-    if hasattr(ds, "trials"):
-        return [str(t.subject) for t in ds.trials]
-    if hasattr(ds, "recordings"):
-        return [r.speaker for r in ds.recordings]
-    if hasattr(ds, "segments"):
-        return [s.subject or "?" for s in ds.segments]
-    return [r.subject or "?" for r in ds.rows]
-
-
 def _info(args: argparse.Namespace) -> int:
-    ds = _open_dataset(args.dataset, args.path)
+    from trainer.datasets import get_dataset, open_dataset
+
+    ds = open_dataset(args.dataset, args.path)
     labels = ds.labels
     names = ds.class_names
     per_class = Counter(labels)
-    per_subject = Counter(_subjects(ds))
+    per_subject = Counter(get_dataset(args.dataset).clip_groups(ds))
     print(f"{args.dataset} at {args.path}: {len(ds)} clips, {len(per_class)} classes, {len(per_subject)} subjects")
     print("per class:")
     for c in sorted(per_class):

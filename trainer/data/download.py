@@ -55,42 +55,73 @@ _UTD_FILE = re.compile(r"^a\d+_s\d+_t\d+_(depth|inertial|skeleton)\.mat$")
 _UTD_FOLDER = {"depth": "Depth", "inertial": "Inertial", "skeleton": "Skeleton"}
 
 
-def _place_utd(member: str) -> str | None:
+def place_utd_member(member: str) -> str | None:
+    """Where a UTD-MHAD archive member goes (``Depth/``, ``Inertial/``, ``Skeleton/``), or None to skip it."""
     name = PurePosixPath(member).name
     m = _UTD_FILE.match(name)
     return f"{_UTD_FOLDER[m.group(1)]}/{name}" if m else None
 
 
-def _place_fsdd(member: str) -> str | None:
+def place_fsdd_member(member: str) -> str | None:
+    """Where an FSDD archive member goes (``recordings/NAME.wav``), or None to skip it."""
     p = PurePosixPath(member)
     return f"recordings/{p.name}" if p.parent.name == "recordings" and p.suffix == ".wav" else None
 
 
-def dataset_archives(dataset: str, parts: tuple[str, ...] = ("depth", "inertial")) -> list[Archive]:
-    """The archives of ``"utd-mhad"`` (``parts`` among depth, inertial, skeleton) or ``"fsdd"``."""
-    if dataset == "utd-mhad":
-        bad = [p for p in parts if p not in _UTD_FOLDER]
-        if bad:
-            raise ValueError(f"unknown UTD-MHAD parts {bad}; expected among {sorted(_UTD_FOLDER)}")
-        return [Archive(f"{_UTD_FOLDER[p]}.zip", UTD_MHAD_BASE + f"{_UTD_FOLDER[p]}.zip", _place_utd) for p in parts]
-    if dataset == "fsdd":
-        return [Archive("free-spoken-digit-dataset-master.zip", FSDD_ARCHIVE, _place_fsdd)]
-    raise ValueError(f"unknown dataset {dataset!r}; expected utd-mhad or fsdd")
+def _utd_mhad_archives(parts: tuple[str, ...]) -> list[Archive]:
+    bad = [p for p in parts if p not in _UTD_FOLDER]
+    if bad:
+        raise ValueError(f"unknown UTD-MHAD parts {bad}; expected among {sorted(_UTD_FOLDER)}")
+    return [Archive(f"{_UTD_FOLDER[p]}.zip", UTD_MHAD_BASE + f"{_UTD_FOLDER[p]}.zip", place_utd_member)
+            for p in parts]
 
 
-def manual_instructions(dataset: str, dest: Path) -> str:
-    """How to get ``dataset`` by hand into ``dest``."""
-    if dataset == "utd-mhad":
-        return (
-            f"download Depth.zip and Inertial.zip from {UTD_MHAD_PAGE} with a browser and run "
-            f"`mmg-data download utd-mhad {dest} --from-dir FOLDER_WITH_THE_ZIPS` "
-            f"(or unzip them so that {dest}/Depth/*.mat and {dest}/Inertial/*.mat exist)"
-        )
+def _utd_mhad_instructions(dest: Path) -> str:
+    return (
+        f"download Depth.zip and Inertial.zip from {UTD_MHAD_PAGE} with a browser and run "
+        f"`mmg-data download utd-mhad {dest} --from-dir FOLDER_WITH_THE_ZIPS` "
+        f"(or unzip them so that {dest}/Depth/*.mat and {dest}/Inertial/*.mat exist)"
+    )
+
+
+def _fsdd_instructions(dest: Path) -> str:
     return (
         f"download the repository archive from {FSDD_PAGE} (Code > Download ZIP) and run "
         f"`mmg-data download fsdd {dest} --from-dir FOLDER_WITH_THE_ZIP` "
         f"(or copy its recordings/ folder to {dest}/recordings)"
     )
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a public data set comes from: its archives (for some parts) and the way by hand."""
+
+    archives: Callable[[tuple[str, ...]], list[Archive]]
+    instructions: Callable[[Path], str]
+
+
+#: The data sets ``mmg-data download`` can fetch, by their ``--dataset`` names.
+SOURCES: dict[str, Source] = {
+    "utd-mhad": Source(_utd_mhad_archives, _utd_mhad_instructions),
+    "fsdd": Source(lambda parts: [Archive("free-spoken-digit-dataset-master.zip", FSDD_ARCHIVE, place_fsdd_member)],
+                   _fsdd_instructions),
+}
+
+
+def _source(dataset: str) -> Source:
+    if dataset not in SOURCES:
+        raise ValueError(f"unknown dataset {dataset!r}; downloadable: {', '.join(SOURCES)}")
+    return SOURCES[dataset]
+
+
+def dataset_archives(dataset: str, parts: tuple[str, ...] = ("depth", "inertial")) -> list[Archive]:
+    """The archives of ``"utd-mhad"`` (``parts`` among depth, inertial, skeleton) or ``"fsdd"``."""
+    return _source(dataset).archives(parts)
+
+
+def manual_instructions(dataset: str, dest: Path) -> str:
+    """How to get ``dataset`` by hand into ``dest``."""
+    return _source(dataset).instructions(dest)
 
 
 class _Progress:
@@ -135,7 +166,8 @@ def fetch(
         if offset:
             headers["Range"] = f"bytes={offset}-"
         try:
-            with urllib.request.urlopen(urllib.request.Request(archive.url, headers=headers), timeout=timeout, context=context) as r:
+            request = urllib.request.Request(archive.url, headers=headers)
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as r:
                 resumed = offset > 0 and r.status == 206
                 length = r.headers.get("Content-Length")
                 if length is not None:
@@ -170,7 +202,8 @@ def fetch(
             partial.replace(dest_file)
             return dest_file
         if attempt == attempts:
-            raise DownloadError(f"{archive.url}: got {size} of {expected} bytes after {attempts} tries; partial file kept at {partial}")
+            raise DownloadError(f"{archive.url}: got {size} of {expected} bytes after {attempts} tries; "
+                                f"partial file kept at {partial}")
     raise AssertionError("unreachable")
 
 
@@ -180,7 +213,8 @@ def extract(zip_path: Path, dest: Path, place: Callable[[str], str | None]) -> l
         with zipfile.ZipFile(zip_path) as z:
             bad = z.testzip()
             if bad is not None:
-                raise DownloadError(f"{zip_path}: member {bad} is corrupt (CRC mismatch); delete the file and download again")
+                raise DownloadError(f"{zip_path}: member {bad} is corrupt (CRC mismatch); "
+                                    "delete the file and download again")
             written = []
             for info in z.infolist():
                 rel = None if info.is_dir() else place(info.filename)
@@ -231,7 +265,8 @@ def download_dataset(
                 try:
                     fetch(archive, zip_path, timeout=timeout, cafile=cafile, progress=progress)
                 except DownloadError as exc:
-                    raise DownloadError(f"{exc}. To get the data by hand: {manual_instructions(dataset, dest)}") from None
+                    raise DownloadError(f"{exc}. To get the data by hand: "
+                                        f"{manual_instructions(dataset, dest)}") from None
         written += extract(zip_path, dest, archive.place)
         if from_dir is None and not keep_archives:
             zip_path.unlink()

@@ -46,7 +46,8 @@ class EpisodeSampler:
         groups: Sequence[str] | None = None,
     ) -> None:
         if way < 1 or shot < 1 or query < 0 or episodes < 0:
-            raise ValueError(f"EpisodeSampler: need way>=1, shot>=1, query>=0, episodes>=0 (got {way}, {shot}, {query}, {episodes})")
+            raise ValueError(f"EpisodeSampler: need way>=1, shot>=1, query>=0, episodes>=0 "
+                             f"(got {way}, {shot}, {query}, {episodes})")
         by_class: dict[int, list[int]] = defaultdict(list)
         for i, y in enumerate(labels):
             by_class[int(y)].append(i)

@@ -29,6 +29,7 @@ import av
 import cv2
 import numpy as np
 
+from mmg_common import MODALITIES
 from trainer.data.cache import Cache, file_key
 from trainer.data.clip import Clip, DataError, Stream
 
@@ -78,8 +79,8 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
             raw = [(f"{path}:{n}", row) for n, row in enumerate(csv.DictReader(f), 2)]
     rows = []
     for i, (where, r) in enumerate(raw):
-        def get(key: str, default: str = "") -> str:
-            v = r.get(key)
+        def get(key: str, default: str = "", row: dict = r) -> str:  # row bound now: called in this iteration only
+            v = row.get(key)
             return default if v is None else str(v).strip()
 
         try:
@@ -237,7 +238,7 @@ def read_imu_csv(path: Path, accel_unit: str = "g", gyro_unit: str = "deg/s") ->
 
 
 def load_row(
-    row: ManifestRow, class_names: Sequence[str], modalities: Sequence[str] = ("video", "audio", "imu")
+    row: ManifestRow, class_names: Sequence[str], modalities: Sequence[str] = MODALITIES
 ) -> Clip:
     """Decode one manifest row into a Clip cropped to ``[start, end)`` and re-based to 0."""
     streams: dict[str, Stream] = {}
@@ -295,7 +296,7 @@ class ManifestDataset:
         self,
         path: str | Path,
         class_names: Sequence[str] | None = None,
-        modalities: Sequence[str] = ("video", "audio", "imu"),
+        modalities: Sequence[str] = MODALITIES,
         cache: Cache | None = None,
     ) -> None:
         self.path = Path(path)
