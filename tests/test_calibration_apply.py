@@ -41,7 +41,8 @@ def calibrated(utd_mhad_dir, fsdd_dir, tmp_path_factory):
 def _window_events(rec, t_imu, imu_t, mic_t, cam_t, half=0.3):
     """Detect the tap again inside a ±half window around an IMU tap, per stream, on corrected times."""
     out = {}
-    for name, ts, data, fn in (("imu", imu_t, rec.imu, detect_imu_taps), ("microphone", mic_t, rec.audio, detect_audio_taps),
+    for name, ts, data, fn in (("imu", imu_t, rec.imu, detect_imu_taps),
+                               ("microphone", mic_t, rec.audio, detect_audio_taps),
                                ("camera", cam_t, rec.video, detect_video_taps)):
         sel = (ts >= t_imu - half) & (ts < t_imu + half)
         ev = fn(data[sel], ts[sel], name)

@@ -32,8 +32,10 @@ def test_offsets_are_recovered_within_2_ms_audio_and_half_a_frame_video(taps):
     mic, cam = result.offsets["microphone"], result.offsets["camera"]
     imu_err = imu_ev.times - taps.taps
     print(f"IMU onset errors (ms): {np.round(imu_err * 1e3, 2)}")
-    print(f"mic offset {mic.offset_s * 1e3:+.2f} ms (true {taps.mic_offset * 1e3:+.1f}), spread {mic.spread_s * 1e3:.2f} ms")
-    print(f"camera offset {cam.offset_s * 1e3:+.2f} ms (true {taps.camera_offset * 1e3:+.1f}), spread {cam.spread_s * 1e3:.2f} ms")
+    print(f"mic offset {mic.offset_s * 1e3:+.2f} ms (true {taps.mic_offset * 1e3:+.1f}), "
+          f"spread {mic.spread_s * 1e3:.2f} ms")
+    print(f"camera offset {cam.offset_s * 1e3:+.2f} ms (true {taps.camera_offset * 1e3:+.1f}), "
+          f"spread {cam.spread_s * 1e3:.2f} ms")
     assert len(imu_ev) == 5 and np.all(np.abs(imu_err) < 0.002)
     assert result.reference == "imu" and result.offsets["imu"].offset_s == 0.0
     assert mic.n_events == 5 and abs(mic.offset_s - taps.mic_offset) < 0.002
@@ -73,7 +75,8 @@ def test_no_taps_gives_a_clear_error_for_every_stream(utd_mhad_dir, fsdd_dir):
 def test_taps_in_imu_only_are_not_matched_to_speech(utd_mhad_dir, fsdd_dir):
     rec = tap_recording(utd_mhad_dir, fsdd_dir, taps=(), with_video=False)
     tapped = tap_recording(utd_mhad_dir, fsdd_dir, with_video=False)
-    streams = [StreamData("imu", "imu", tapped.imu_t, tapped.imu), StreamData("microphone", "audio", rec.audio_t, rec.audio)]
+    streams = [StreamData("imu", "imu", tapped.imu_t, tapped.imu),
+               StreamData("microphone", "audio", rec.audio_t, rec.audio)]
     with pytest.raises(CalibrationError, match="no tap events found in microphone"):
         estimate_offsets(streams)
 
