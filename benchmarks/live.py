@@ -122,7 +122,7 @@ def synthetic_sources(specs, span: float = 10.0) -> list[ReplaySource]:
     ]
 
 
-def open_sources(args: argparse.Namespace, specs) -> tuple[list[ReplaySource], str]:
+def benchmark_sources(args: argparse.Namespace, specs) -> tuple[list[ReplaySource], str]:
     """The sources asked for on the command line and a one-line description of them."""
     if args.demo:
         from mmg_live.demo import demo_session
@@ -392,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rss_start = rss_mb()
     model, model_desc = load_model(args)
     specs = model.config.specs
-    sources, source_desc = open_sources(args, specs)
+    sources, source_desc = benchmark_sources(args, specs)
     buffers = SourceBuffers.for_model(model)  # what mmg-live --headless allocates
     streams = buffers.attach(sources)
     for s in sources:

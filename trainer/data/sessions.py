@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from devices.session import SESSION_JSON, SessionError, SessionReader
+from mmg_common import MODALITIES
 from trainer.data.cache import Cache, file_key
 from trainer.data.clip import Clip, DataError, Stream
 
@@ -113,7 +114,7 @@ def _read_streams(folder: Path, modalities: Sequence[str]) -> dict[str, Stream]:
 def load_session(
     folder: str | Path,
     class_names: Sequence[str] | None = None,
-    modalities: Sequence[str] = ("video", "audio", "imu"),
+    modalities: Sequence[str] = MODALITIES,
 ) -> list[Clip]:
     """All labelled segments of one session as Clips.
 
@@ -171,7 +172,7 @@ class SessionDataset:
         self,
         roots: str | Path | Iterable[str | Path],
         class_names: Sequence[str] | None = None,
-        modalities: Sequence[str] = ("video", "audio", "imu"),
+        modalities: Sequence[str] = MODALITIES,
         cache: Cache | None = None,
     ) -> None:
         roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
