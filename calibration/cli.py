@@ -14,11 +14,16 @@ from devices.base import DeviceError
 TAP_PROCEDURE = """\
 time-offset procedure (record a session, then run `mmg-calibrate sync --session DIR`):
   1. start recording with the camera, microphone and IMU all on;
-  2. hold the IMU device in view of the camera, within a metre of the microphone;
-  3. tap it sharply on a table 5 times, about 1 s apart (an uneven rhythm is best),
-     keeping it still between taps and the room quiet;
+  2. hold the IMU device in view of the camera (not hidden by your hand), within 30 cm of
+     the microphone (sound takes 3 ms to travel a metre);
+  3. tap it sharply on a table 5 times, about 1 s apart (an uneven rhythm is best):
+     each tap, lift it a few cm and strike it straight down onto the table in one
+     stroke, without pausing at the top, so it stops dead with a click; then leave it
+     resting still on the table for half a second before the next tap;
   4. for drift as well, wait ~30 s and tap 3 more times; then stop recording.
-  Offsets are relative to the IMU: + means the stream's timestamps read late."""
+  Each stream times the moment of contact: the camera where the device stops moving,
+  the IMU and the microphone the impact. Offsets are relative to the IMU: + means the
+  stream's timestamps read late."""
 
 IMU_PROCEDURE = """\
 IMU procedure: --imu PORT guides you through six still poses (each axis up, then down;
@@ -87,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--reference", metavar="STREAM", help="reference stream (default: the IMU)")
     sync.add_argument("--max-offset", type=float, default=1.0, metavar="S",
                       help="largest offset to consider, seconds (default 1.0)")
+    sync.add_argument("--exposure-ms", type=float, metavar="MS",
+                      help="camera exposure time per frame, ms (default: one frame period)")
     _add_output_options(sync)
 
     show = sub.add_parser("show", help="print a profile")
@@ -137,9 +144,13 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from calibration.session import session_streams
     from calibration.sync import estimate_offsets
 
+    if args.exposure_ms is not None and args.exposure_ms <= 0:
+        raise CalibrationError(f"--exposure-ms {args.exposure_ms:g}: must be > 0")
     path, profile = _output(args)
     streams = session_streams(args.session)
-    result = estimate_offsets(streams, reference=args.reference, max_offset_s=args.max_offset)
+    exposure = None if args.exposure_ms is None else args.exposure_ms / 1000.0
+    result = estimate_offsets(streams, reference=args.reference, max_offset_s=args.max_offset,
+                              video_exposure_s=exposure)
     for name, ev in result.events.items():
         print(f"{name}: {len(ev)} taps")
     result.to_profile(profile).save(path)

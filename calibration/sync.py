@@ -50,14 +50,15 @@ class SyncResult:
         return prof
 
 
-def detect_events(stream: StreamData) -> TapEvents:
-    """Run the detector that fits the stream's modality."""
+def detect_events(stream: StreamData, video_exposure_s: float | None = None) -> TapEvents:
+    """Run the detector that fits the stream's modality (video frames exposed for ``video_exposure_s``,
+    default one frame period)."""
     if stream.modality == "imu":
         return detect_imu_taps(stream.data, stream.timestamps, stream.name)
     if stream.modality == "audio":
         return detect_audio_taps(stream.data, stream.timestamps, stream.name)
     if stream.modality == "video":
-        return detect_video_taps(stream.data, stream.timestamps, stream.name)
+        return detect_video_taps(stream.data, stream.timestamps, stream.name, exposure_s=video_exposure_s)
     raise CalibrationError(f"{stream.name}: unknown modality {stream.modality!r}")
 
 
@@ -139,8 +140,13 @@ def estimate_offsets(
     tolerance_s: float = 0.06,
     min_matches: int = 3,
     drift_min_span_s: float = DRIFT_MIN_SPAN_S,
+    video_exposure_s: float | None = None,
 ) -> SyncResult:
     """Offsets of every stream relative to ``reference`` (default: the first IMU stream).
+
+    ``video_exposure_s``: how long each video frame is exposed (ending at its timestamp); default
+    one frame period. A camera with a shorter exposure (bright light) should say so: the contact is
+    placed inside the frame from how the frames average the device's last positions.
 
     Raises CalibrationError when a stream shows no taps ("no tap events found in <stream> …") or
     fewer than ``min_matches`` of its taps line up with the reference's.
@@ -160,7 +166,7 @@ def estimate_offsets(
         if not found:
             raise CalibrationError(f"sync: reference stream {reference!r} is not among {names}")
         ref_stream = found[0]
-    events = {s.name: detect_events(s) for s in streams}
+    events = {s.name: detect_events(s, video_exposure_s) for s in streams}
     ref_events = events[ref_stream.name]
     offsets = {ref_stream.name: TimeOffset(ref_stream.modality, 0.0, 0.0, None, len(ref_events))}
     matches: dict[str, Match] = {}
