@@ -198,7 +198,7 @@ def test_command_line_replay_scored_from_t_source_matches_the_in_process_run(hel
     print(f"\ncommand-line replay: {hits}/{len(held_out_run.scored)} = {cli_accuracy:.1%} "
           f"(in-process {in_process:.1%}); {len(preds)} predictions, latency p50/p95/max "
           f"{np.percentile(latencies, 50):.1f}/{p95:.1f}/{latencies.max():.1f} ms; first 5: "
-          f"{[round(x, 1) for x in latencies[:5]]}")
+          f"{[round(float(x), 1) for x in latencies[:5]]}")
     assert abs(cli_accuracy - in_process) <= 0.02, (cli_accuracy, in_process)
     assert p95 <= 100.0, p95
 
