@@ -76,8 +76,8 @@ def _fewshot(args: argparse.Namespace) -> int:
     model, info = load_checkpoint(_checkpoint_path(args.checkpoint), device=args.device)
     support, query = _list(args.support), _list(args.query)
     mods = sorted(set(support) | set(query))
-    classes = None if args.classes == "all" else class_subset(args.classes, args.dataset,
-                                                              class_count(args.dataset, args.data))
+    # few-shot classes are the data set's own (original labels), never mapped onto the model's
+    classes = class_subset(args.classes, args.dataset, class_count(args.dataset, args.data))
     data = load_eval_set(model, args.dataset, args.data, _groups(args), mods, classes=classes,
                          cache=_cache(args))
     result = few_shot(embeddings(model, data, support), embeddings(model, data, query), data.labels.tolist(),
