@@ -21,6 +21,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from devices.base import Chunk
+
+
+class Collector:
+    """A chunk subscriber that keeps every chunk and lets a test wait for the first ``n``."""
+
+    def __init__(self) -> None:
+        self.chunks: list[Chunk] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, chunk: Chunk) -> None:
+        with self.cond:
+            self.chunks.append(chunk)
+            self.cond.notify_all()
+
+    def wait(self, n: int, timeout: float = 5.0) -> bool:
+        """Whether ``n`` chunks arrived within ``timeout`` seconds."""
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.chunks) >= n, timeout)
+
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str, poll: float = 0.02) -> None:
     """Poll ``cond`` until true; fail the test naming ``what`` after ``timeout`` seconds."""

@@ -39,6 +39,8 @@ import soundfile
 from scipy.ndimage import gaussian_filter
 from scipy.signal import resample_poly
 
+from test_calibration_signals import quietest_windows
+
 
 FINE_IMU_RATE = 16000
 FINE_AUDIO_RATE = 48000
@@ -149,18 +151,9 @@ def wrist_still_noise(utd_dir: Path, count: int = 12, window: int = 25) -> np.nd
     """Real wrist-IMU noise at 50 Hz ``[n, 6]``: the ``count`` quietest ``window``-sample stretches of
     UTD-MHAD's wrist recordings (actions 1–21, first trials; the arm rests before and after each
     action), each minus its own mean, one after another."""
-    found = []
-    for path in sorted((utd_dir / "Inertial").glob("a*_s*_t1_inertial.mat")):
-        action = int(path.name.split("_")[0][1:])
-        if action > 21:
-            continue
-        d = scipy.io.loadmat(path)["d_iner"].astype(np.float64)
-        w = np.lib.stride_tricks.sliding_window_view(d, window, axis=0)  # [n - w + 1, 6, w]
-        score = w[:, 3:, :].std(axis=-1).max(axis=1)
-        i = int(np.argmin(score))
-        found.append((float(score[i]), d[i:i + window]))
-    found.sort(key=lambda x: x[0])
-    return np.concatenate([seg - seg.mean(axis=0) for _, seg in found[:count]])
+    wrist = [p for p in sorted((utd_dir / "Inertial").glob("a*_s*_t1_inertial.mat"))
+             if int(p.name.split("_")[0][1:]) <= 21]
+    return np.concatenate([seg - seg.mean(axis=0) for seg in quietest_windows(wrist, count, window)])
 
 
 def render_imu(

@@ -30,8 +30,14 @@ def real_still_windows(utd_dir: Path, count: int = 20, window: int = 25) -> list
     Searched in actions 24–27 (sit/stand, lunge, squat: the thigh sensor rests at the start or end).
     Each is returned raw (gravity included): ``[window, 6]``.
     """
+    return quietest_windows(sorted((utd_dir / "Inertial").glob("a2[4-7]_s*_t*_inertial.mat")), count, window)
+
+
+def quietest_windows(paths: list[Path], count: int, window: int) -> list[np.ndarray]:
+    """The ``count`` stillest ``window``-sample stretches of UTD-MHAD inertial files ``paths`` (one per
+    file, least gyro spread first), raw ``[window, 6]``."""
     found = []
-    for path in sorted((utd_dir / "Inertial").glob("a2[4-7]_s*_t*_inertial.mat")):
+    for path in paths:
         d = scipy.io.loadmat(path)["d_iner"].astype(np.float64)
         w = np.lib.stride_tricks.sliding_window_view(d, window, axis=0)  # [n-w+1, 6, w]
         score = w[:, 3:, :].std(axis=-1).max(axis=1)

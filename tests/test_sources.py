@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
 
 from devices.base import Chunk, DeviceError, SourceBase
 from devices.session import SessionWriter
+from emulation_devices import Collector
 from mmg_live.sources import DeviceConfig, OpenedSource, device_error, open_sources
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.chunks: list[Chunk] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, chunk: Chunk) -> None:
-        with self.cond:
-            self.chunks.append(chunk)
-            self.cond.notify_all()
-
-    def wait(self, n: int, timeout: float = 5.0) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: len(self.chunks) >= n, timeout)
 
 
 @pytest.fixture

@@ -16,25 +16,11 @@ import zmq
 
 from devices.base import Chunk, DeviceError, host_now
 from devices.zmq_stream import RemoteSource, ZmqPublisher, open_remote
+from emulation_devices import Collector
 from mmg_live.sources import parse_imu_spec
 from mmg_live.stream_cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.chunks: list[Chunk] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, chunk: Chunk) -> None:
-        with self.cond:
-            self.chunks.append(chunk)
-            self.cond.notify_all()
-
-    def wait(self, n: int, timeout: float = 5.0) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: len(self.chunks) >= n, timeout)
 
 
 def _chunks() -> list[Chunk]:
