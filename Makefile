@@ -25,7 +25,7 @@ system-deps:
 # torch with its CUDA libraries makes the venv about 6.3 GB; say so before pip runs out of room.
 VENV_MIN_FREE_GB := 7
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
 	if [ ! -e $(STAMP) ] && [ "$$free" -lt $(VENV_MIN_FREE_GB) ]; then \
 	  echo "mmg-live: installing the venv needs about $(VENV_MIN_FREE_GB) GB free in $$(pwd); only $$free GB left." >&2; \
@@ -35,6 +35,7 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-cache-dir --upgrade pip
 	$(PY) -m pip install -q --no-cache-dir -r requirements.txt
+	$(PY) -m pip install -q --no-cache-dir --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install -q --no-cache-dir --no-deps -e .
 	touch $(STAMP)
 
