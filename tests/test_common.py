@@ -41,4 +41,4 @@ def test_one_line_collapses_whitespace_and_falls_back_to_the_type():
     assert one_line(ValueError("bad\n  value\tthere")) == "bad value there"
     assert one_line(RuntimeError()) == "RuntimeError"
     assert one_line(ValueError("x" * 50), limit=10) == "x" * 10
-    assert MODALITIES == ("video", "audio", "imu")
+    assert MODALITIES == ("video", "audio", "imu", "pose")

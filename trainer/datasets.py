@@ -57,6 +57,8 @@ class DatasetEntry:
             clips are filtered by their ``subject``).
         class_split: ``(num_classes, novel_actions, num_novel) -> ClassSplit``, the few-shot
             base/novel classes.
+        video_kind: what its video is (``"depth"``, ``"colour"``), recorded in a trained video
+            spec's ``trained_on``; None when unknown or mixed.
     """
 
     name: str
@@ -69,6 +71,7 @@ class DatasetEntry:
     num_classes: int | None = None
     reader_selects_groups: bool = False
     class_split: Callable[[int, Sequence[int] | None, int | None], ClassSplit] = field(default=_random_split)
+    video_kind: str | None = None
 
     def default_groups(self, split: str) -> list[str] | None:
         """The documented default ``"train"`` or ``"test"`` groups (None: all)."""
@@ -101,17 +104,21 @@ def get_dataset(name: str) -> DatasetEntry:
 
 # ------------------------------------------------------------------------------- the data sets
 
-UTD_MHAD_MODALITIES = ("video", "imu")
+#: Pose is not in the recordings: it is extracted from the depth frames (and cached) by the live
+#: pose estimator, see :mod:`trainer.data.utd_pose`.
+UTD_MHAD_MODALITIES = ("video", "imu", "pose")
 
 def _open_utd_mhad(root: Path, groups: Sequence[str] | None, modalities: Sequence[str], cache: Cache | None,
                    class_names: Sequence[str] | None) -> DatasetReader:
     from trainer.data.utd_mhad import UtdMhadDataset
+    from trainer.data.utd_pose import TrialPoseReader
 
     mods = [m for m in modalities if m in UTD_MHAD_MODALITIES]
     if not mods:
-        raise DataError(f"UTD-MHAD has video and imu only; asked for {list(modalities)}")
+        raise DataError(f"UTD-MHAD has video, imu and pose only; asked for {list(modalities)}")
     subjects = None if groups is None else [int(g) for g in groups]
-    return UtdMhadDataset(root, subjects=subjects, modalities=mods, cache=cache)
+    pose_reader = TrialPoseReader(cache).stream if "pose" in mods else None
+    return UtdMhadDataset(root, subjects=subjects, modalities=mods, cache=cache, pose_reader=pose_reader)
 
 
 def _open_fsdd(root: Path, groups: Sequence[str] | None, modalities: Sequence[str], cache: Cache | None,
@@ -136,11 +143,13 @@ def _open_manifest(root: Path, groups: Sequence[str] | None, modalities: Sequenc
 
 
 register_dataset(DatasetEntry(
-    "utd-mhad", "UTD-MHAD depth video + inertial sensor, 27 actions, 8 subjects", UTD_MHAD_MODALITIES,
+    "utd-mhad", "UTD-MHAD depth video + inertial sensor (+ pose from depth), 27 actions, 8 subjects",
+    UTD_MHAD_MODALITIES,
     _open_utd_mhad, lambda reader: [str(t.subject) for t in reader.trials],
     train_groups=tuple(str(s) for s in UTD_TRAIN_SUBJECTS), test_groups=tuple(str(s) for s in UTD_TEST_SUBJECTS),
     num_classes=UTD_NUM_CLASSES, reader_selects_groups=True,
-    class_split=lambda n, novel_actions, num_novel: utd_class_split(novel_actions or UTD_NOVEL_ACTIONS)))
+    class_split=lambda n, novel_actions, num_novel: utd_class_split(novel_actions or UTD_NOVEL_ACTIONS),
+    video_kind="depth"))
 register_dataset(DatasetEntry(
     "fsdd", "Free Spoken Digit Dataset: audio, 10 digits, speakers as groups", ("audio",),
     _open_fsdd, lambda reader: [r.speaker for r in reader.recordings],

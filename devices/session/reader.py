@@ -144,8 +144,8 @@ class SessionReader:
             data = self._read_video(stream, info, notes)
         elif modality == "audio":
             data = self._read_audio(stream, info, notes)
-        elif modality == "imu":
-            data = self._read_imu(stream, info, notes)
+        elif modality in ("imu", "pose"):
+            data = self._read_table(stream, modality, info, notes)
         else:
             raise SessionError(f"SessionReader: stream {stream!r} in {self.folder} has unknown modality {modality!r}")
         expected = info.get("samples")
@@ -179,25 +179,29 @@ class SessionReader:
 
     # ---- per modality -----------------------------------------------------------------------
 
-    def _read_imu(self, name: str, info: dict, notes: list[str]) -> StreamData:
+    def _read_table(self, name: str, modality: str, info: dict, notes: list[str]) -> StreamData:
+        """An ``imu`` or ``pose`` CSV; rows are reshaped to the recorded per-sample shape."""
         path = self.folder / info["files"]["csv"]
         dtype = np.dtype(info.get("dtype") or "float32")
+        shape = [int(v) for v in (info.get("shape") or [6])]
         if not path.exists():
             notes.append(f"{path.name}: missing")
-            return StreamData(name, "imu", np.zeros(0), np.zeros((0, 6), dtype), None)
+            return StreamData(name, modality, np.zeros(0), np.zeros((0, *shape), dtype), None)
         header, lines, partial = _read_csv_lines(path)
         if partial:
             notes.append(f"{path.name}: partial last line dropped")
-        ncols = len(header) if header else 1 + int((info.get("shape") or [6])[0])
+        ncols = len(header) if header else 1 + int(np.prod(shape))
         rows, bad = _parse_rows(path, lines, ncols)
         if bad:
             notes.append(f"{path.name}: {bad} malformed lines skipped")
         ts = rows[:, 0].copy()
         data = rows[:, 1:].astype(dtype)
+        if int(np.prod(shape)) == data.shape[1]:
+            data = data.reshape(len(data), *shape)
         rate = None
         if len(ts) > 1 and ts[-1] > ts[0]:
             rate = (len(ts) - 1) / (ts[-1] - ts[0])
-        return StreamData(name, "imu", ts, data, rate)
+        return StreamData(name, modality, ts, data, rate)
 
     def _read_audio(self, name: str, info: dict, notes: list[str]) -> StreamData:
         files = info["files"]

@@ -266,9 +266,12 @@ class _AudioWriter(_StreamWriter):
         return m
 
 
-class _ImuWriter(_StreamWriter):
-    def __init__(self, folder: Path, name: str, stem: str, settings: dict) -> None:
-        super().__init__(folder, name, stem, "imu", settings)
+class _TableWriter(_StreamWriter):
+    """Samples of a fixed shape as CSV rows (``imu``: 6 named columns; ``pose``: 33 × 4 values
+    per frame as ``j{i}_x, j{i}_y, j{i}_z, j{i}_v``), ``host_time`` first."""
+
+    def __init__(self, folder: Path, name: str, stem: str, modality: str, settings: dict) -> None:
+        super().__init__(folder, name, stem, modality, settings)
         self.path = folder / f"{stem}.csv"
         self.file = open(self.path, "w", encoding="utf-8", newline="")
         self.columns: tuple[str, ...] | None = None
@@ -278,14 +281,19 @@ class _ImuWriter(_StreamWriter):
         data = chunk.data.reshape(len(chunk.data), -1)
         if self.columns is None:
             nch = data.shape[1]
-            self.columns = IMU_COLUMNS if nch == 6 else tuple(f"c{i}" for i in range(nch))
+            if self.modality == "pose" and chunk.data.ndim == 3:
+                joints, values = chunk.data.shape[1:]
+                self.columns = tuple(f"j{j}_{a}" for j in range(joints) for a in "xyzv"[:values])
+            else:
+                self.columns = IMU_COLUMNS if nch == 6 else tuple(f"c{i}" for i in range(nch))
             self.file.write("host_time," + ",".join(self.columns) + "\n")
-            self.shape = [nch]
+            self.shape = list(chunk.data.shape[1:])
             self.dtype = str(data.dtype)
             self.fmt = ",".join(["%.17g"] + [_fmt_float(data.dtype)] * nch) + "\n"
         elif data.shape[1] != len(self.columns):
             raise SessionError(
-                f"SessionWriter: imu stream {self.name!r} changed from {len(self.columns)} to {data.shape[1]} channels"
+                f"SessionWriter: {self.modality} stream {self.name!r} changed from {len(self.columns)} to "
+                f"{data.shape[1]} channels"
             )
         lines = [self.fmt % (float(t), *row) for t, row in zip(chunk.timestamps, data.tolist())]
         self.file.write("".join(lines))
@@ -482,7 +490,7 @@ class SessionWriter:
         elif chunk.modality == "audio":
             writer = _AudioWriter(self.folder, name, stem, settings)
         else:
-            writer = _ImuWriter(self.folder, name, stem, settings)
+            writer = _TableWriter(self.folder, name, stem, chunk.modality, settings)
         with self._meta_lock:
             self._writers[name] = writer
         return writer

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import scipy.io
@@ -204,9 +204,12 @@ class UtdMhadDataset:
         root: the UTD-MHAD folder (``Depth/``, ``Inertial/``).
         subjects: subject numbers to include; all when None.
         actions: action numbers (1–27) to include; all when None.
-        modalities: subset of ``("video", "imu")``.
+        modalities: subset of ``("video", "imu", "pose")``.
         split: value written into each clip's ``split``.
         cache: decoded clips are cached here when given.
+        pose_reader: a trial's pose stream, needed when ``modalities`` holds ``"pose"`` (the
+            recordings have none: :meth:`trainer.data.utd_pose.TrialPoseReader.stream` extracts
+            it from the depth frames and caches it).
     """
 
     def __init__(
@@ -217,11 +220,15 @@ class UtdMhadDataset:
         modalities: Sequence[str] = ("video", "imu"),
         split: str | None = None,
         cache: Cache | None = None,
+        pose_reader: Callable[[TrialRef], Stream] | None = None,
     ) -> None:
+        if "pose" in modalities and pose_reader is None:
+            raise ValueError("UtdMhadDataset: pose needs a pose_reader (see trainer.data.utd_pose)")
         self.root = Path(root)
         self.modalities = tuple(modalities)
         self.split = split
         self.cache = cache
+        self.pose_reader = pose_reader
         self.trials = list_trials(self.root, subjects, actions)
         self.skipped: list[tuple[str, str]] = []
         self.class_names = ACTIONS
@@ -236,22 +243,29 @@ class UtdMhadDataset:
 
     def __getitem__(self, index: int) -> Clip:
         ref = self.trials[index]
-        if self.cache is None:
-            clip = load_trial(ref, self.modalities)
-        else:
-            files = [ref.depth_path] + ([ref.inertial_path] if "imu" in self.modalities else [])
-            for f in files:
-                if not f.is_file():
-                    raise DataError(f"{f}: file is missing")
-            key = {
-                "reader": SOURCE,
-                "version": READER_VERSION,
-                "modalities": sorted(self.modalities),  # the same clip whatever order they were asked in
-                "files": [file_key(f) for f in files],
-            }
-            clip = self.cache.cached_clip(key, lambda: load_trial(ref, self.modalities))
+        clip = self._recorded(ref, [m for m in self.modalities if m != "pose"])
+        if self.pose_reader is not None and "pose" in self.modalities:
+            clip.streams["pose"] = self.pose_reader(ref)
         clip.split = self.split
         return clip
+
+    def _recorded(self, ref: TrialRef, modalities: Sequence[str]) -> Clip:
+        if not modalities:  # pose only: the clip's identity without decoding the depth twice
+            return Clip(clip_id=ref.clip_id, streams={}, label=ref.label, label_name=ref.label_name,
+                        subject=str(ref.subject), session=str(ref.trial), split=None, source=SOURCE)
+        if self.cache is None:
+            return load_trial(ref, modalities)
+        files = [ref.depth_path] + ([ref.inertial_path] if "imu" in modalities else [])
+        for f in files:
+            if not f.is_file():
+                raise DataError(f"{f}: file is missing")
+        key = {
+            "reader": SOURCE,
+            "version": READER_VERSION,
+            "modalities": sorted(modalities),  # the same clip whatever order they were asked in
+            "files": [file_key(f) for f in files],
+        }
+        return self.cache.cached_clip(key, lambda: load_trial(ref, modalities))
 
     def __iter__(self) -> Iterator[Clip]:
         for i in range(len(self.trials)):

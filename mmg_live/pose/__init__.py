@@ -1,0 +1,1 @@
+"""Body pose derived from camera frames: one estimator for training data and live streams."""
