@@ -8,7 +8,10 @@ whole trial, so what training computes is exactly what live inference can comput
 * audio: ``[N]`` or ``[N, C]`` float waveform at any rate → 16 kHz → 128-bin log-mel
   (``torchaudio.compliance.kaldi.fbank``) ``[F, 128]``, normalised;
 * imu: ``[N, 6]`` accel x,y,z then gyro x,y,z in declared units → model rate, model units
-  (g, deg/s) → ``[6, R]`` normalised.
+  (g, deg/s) → ``[6, R]`` normalised;
+* pose: ``[N, 33, 4]`` BlazePose world landmarks (x, y, z metres, visibility; NaN rows where no
+  person was found) → chosen joints centred on the mid-hip, scaled by the torso length, at the
+  model rate, with velocities → ``[J * F, R]``.
 
 Windows are half-open time intervals ``(t0, t1]`` in the same clock as the timestamps. Parts of
 the window that the samples do not cover are filled by edge replication (video, imu) or
@@ -45,7 +48,10 @@ class VideoSpec:
     ``mean``/``std`` apply to pixels scaled to [0, 1]. ``crop`` is ``"center"`` (short side
     resized to ``size``, centre crop) or ``"foreground"`` (for depth with a zeroed background:
     the square around every non-zero pixel of the window's sampled frames, with a 10 % margin;
-    the centre crop when nothing or everything is foreground).
+    the centre crop when nothing or everything is foreground). ``trained_on`` is what kind of
+    camera the video encoder learned from (``"depth"``, ``"colour"``; ``""`` unknown), set by
+    the trainer from the data set, so the live engine never feeds a colour camera into a
+    depth-trained encoder (see :data:`VIDEO_KINDS`).
     """
 
     frames: int = 16
@@ -56,6 +62,7 @@ class VideoSpec:
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.25,)
     min_coverage: float = 0.25
+    trained_on: str = ""
 
     @property
     def channels(self) -> int:
@@ -84,6 +91,15 @@ class AudioSpec:
     ``high_freq_hz`` is the upper edge of the mel filterbank (0: the Nyquist frequency). A band
     limit below the input's own (4000 for 8 kHz recordings such as FSDD) keeps bins that would
     hold only resampling residue out of the features, for training and live input alike.
+
+    ``frontend`` is what the window becomes (:data:`AUDIO_FRONTENDS`):
+
+    * ``"kaldi_fbank"`` (default): the normalised log-mel ``[num_frames, n_mels]`` above;
+    * ``"speech_embedding"``: the frozen pretrained speech embedding of
+      :mod:`mmg_live.speech_embedding` (EfficientWord-Net's ResNet-50, ONNX) of the same 16 kHz
+      window, ``[2048]``, then ``(x - mean) / (2 std)``. Its input is fixed: ``window_s=1.5``,
+      ``sample_rate=16000``, ``normalize="global"``, ``high_freq_hz=0``; ``n_mels`` and the frame
+      fields do not apply (the embedding computes its own 64-filter log filterbank).
     """
 
     sample_rate: int = 16000
@@ -96,12 +112,20 @@ class AudioSpec:
     min_coverage: float = 0.1
     normalize: str = "global"
     high_freq_hz: float = 0.0
+    frontend: str = "kaldi_fbank"
 
     @property
     def num_frames(self) -> int:
+        """Time steps of the model input: fbank frames, or 1 (one embedding per window)."""
+        if self.frontend == "speech_embedding":
+            return 1
         return int(round(self.window_s * 1000.0 / self.frame_shift_ms))
 
     def output_shape(self) -> tuple[int, ...]:
+        if self.frontend == "speech_embedding":
+            from mmg_live.speech_embedding import EMBED_DIM
+
+            return (EMBED_DIM,)
         return (self.num_frames, self.n_mels)
 
 
@@ -125,14 +149,56 @@ class ImuSpec:
         return (self.channels, self.num_samples)
 
 
-Spec = VideoSpec | AudioSpec | ImuSpec
+#: Body joints a pose model reads by default: nose, shoulders, elbows, wrists, index fingers,
+#: hips, knees, ankles (BlazePose indices; the face and feet details add only noise).
+DEFAULT_POSE_JOINTS: tuple[int, ...] = (0, 11, 12, 13, 14, 15, 16, 19, 20, 23, 24, 25, 26, 27, 28)
+
+
+@dataclass(frozen=True)
+class PoseSpec:
+    """Body landmarks at a fixed model rate, in torso lengths around the mid-hip.
+
+    Per joint the features are x, y, z, then (``velocity``) their rate of change in torso
+    lengths per ``velocity_scale_s`` seconds, then (``visibility``) the landmark's visibility.
+    Frames without a person (NaN) do not count as covering the window.
+    """
+
+    rate: float = 15.0
+    window_s: float = 3.0
+    joints: tuple[int, ...] = DEFAULT_POSE_JOINTS
+    velocity: bool = True
+    visibility: bool = True
+    velocity_scale_s: float = 0.25
+    min_coverage: float = 0.25
+
+    @property
+    def features_per_joint(self) -> int:
+        return 3 + (3 if self.velocity else 0) + (1 if self.visibility else 0)
+
+    @property
+    def channels(self) -> int:
+        return len(self.joints) * self.features_per_joint
+
+    @property
+    def num_samples(self) -> int:
+        return int(round(self.window_s * self.rate))
+
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.channels, self.num_samples)
+
+
+Spec = VideoSpec | AudioSpec | ImuSpec | PoseSpec
 AUDIO_NORMALIZE: tuple[str, ...] = ("global", "window", "window_floorpad")
-_SPEC_TYPES: dict[str, type] = {"video": VideoSpec, "audio": AudioSpec, "imu": ImuSpec}
+AUDIO_FRONTENDS: tuple[str, ...] = ("kaldi_fbank", "speech_embedding")
+_SPEC_TYPES: dict[str, type] = {"video": VideoSpec, "audio": AudioSpec, "imu": ImuSpec, "pose": PoseSpec}
 
 
 #: Opt-in spec fields added after checkpoints existed: left out of the dict while at their default,
 #: so a spec that does not use them serialises (and hashes, for the window cache) as before.
-_OPTIONAL_FIELDS: dict[str, Any] = {"normalize": "global", "high_freq_hz": 0.0}
+_OPTIONAL_FIELDS: dict[str, Any] = {"normalize": "global", "high_freq_hz": 0.0, "trained_on": "",
+                                    "frontend": "kaldi_fbank"}
+#: What a camera delivers (a source's ``video_kind``) and what a video encoder learned (``trained_on``).
+VIDEO_KINDS: tuple[str, ...] = ("colour", "depth")
 
 
 def spec_to_dict(spec: Spec) -> dict[str, Any]:
@@ -160,6 +226,8 @@ def _validate_spec(modality: str, spec: Spec) -> None:
     if isinstance(spec, VideoSpec):
         if spec.color not in ("gray", "rgb"):
             raise ValueError(f"video spec: color must be 'gray' or 'rgb', got {spec.color!r}")
+        if spec.trained_on not in ("", *VIDEO_KINDS):
+            raise ValueError(f"video spec: trained_on must be one of {VIDEO_KINDS} (or empty), got {spec.trained_on!r}")
         if spec.crop not in ("center", "foreground"):
             raise ValueError(f"video spec: crop must be 'center' or 'foreground', got {spec.crop!r}")
         if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
@@ -170,10 +238,28 @@ def _validate_spec(modality: str, spec: Spec) -> None:
             and not 20.0 < spec.high_freq_hz <= spec.sample_rate / 2):
         raise ValueError(f"audio spec: high_freq_hz must be 0 (Nyquist) or in (20, {spec.sample_rate / 2:g}], "
                          f"got {spec.high_freq_hz}")
+    if isinstance(spec, AudioSpec):
+        _validate_audio_frontend(spec)
+    if isinstance(spec, PoseSpec) and (not spec.joints or not all(0 <= j < 33 for j in spec.joints)):
+        raise ValueError(f"pose spec: joints must be BlazePose indices 0-32, got {spec.joints}")
     if isinstance(spec, ImuSpec) and (len(spec.mean) != 6 or len(spec.std) != 6):
         raise ValueError("imu spec: mean/std need 6 values (accel xyz, gyro xyz)")
     if spec.window_s <= 0:
         raise ValueError(f"{modality} spec: window_s must be positive")
+
+
+def _validate_audio_frontend(spec: AudioSpec) -> None:
+    if spec.frontend not in AUDIO_FRONTENDS:
+        raise ValueError(f"audio spec: frontend must be one of {AUDIO_FRONTENDS}, got {spec.frontend!r}")
+    if spec.frontend == "speech_embedding":
+        from mmg_live.speech_embedding import SAMPLE_RATE, WINDOW_S
+
+        if spec.window_s != WINDOW_S or spec.sample_rate != SAMPLE_RATE:
+            raise ValueError(f"audio spec: frontend 'speech_embedding' reads {WINDOW_S} s at {SAMPLE_RATE} Hz, "
+                             f"got window_s={spec.window_s}, sample_rate={spec.sample_rate}")
+        if spec.normalize != "global" or spec.high_freq_hz != 0.0:
+            raise ValueError("audio spec: frontend 'speech_embedding' takes normalize='global' and high_freq_hz=0 "
+                             "(the embedding computes its own filterbank)")
 
 
 def default_window(timestamps: np.ndarray, window_s: float) -> tuple[float, float]:
@@ -376,7 +462,9 @@ def _placed_waveform(wave: np.ndarray, timestamps: np.ndarray, window: tuple[flo
 def preprocess_audio(wave: np.ndarray, timestamps: np.ndarray, spec: AudioSpec,
                      window: tuple[float, float] | None = None,
                      sample_rate: float | None = None) -> torch.Tensor:
-    """Waveform of one window at any rate → normalised log-mel ``[F, n_mels]``.
+    """Waveform of one window at any rate → normalised log-mel ``[F, n_mels]``, or with
+    ``spec.frontend == "speech_embedding"`` the normalised speech embedding ``[2048]`` of the same
+    16 kHz window (see :class:`AudioSpec`).
 
     ``sample_rate`` is the input's rate; when omitted it is estimated from the timestamps.
     """
@@ -400,6 +488,8 @@ def preprocess_audio(wave: np.ndarray, timestamps: np.ndarray, spec: AudioSpec,
     in_rate = int(round(rate))
     if in_rate != spec.sample_rate:
         x = AF.resample(x, in_rate, spec.sample_rate)
+    if spec.frontend == "speech_embedding":
+        return _speech_embedding(x, spec)
     frame_len = int(spec.sample_rate * spec.frame_length_ms / 1000)
     if x.numel() < frame_len:
         raise PreprocessError(f"audio: window shorter than one {spec.frame_length_ms} ms frame")
@@ -425,6 +515,18 @@ def preprocess_audio(wave: np.ndarray, timestamps: np.ndarray, spec: AudioSpec,
     if spec.normalize in ("window", "window_floorpad"):
         fbank = window_normalize(fbank)
     return ((fbank - spec.mean) / (2.0 * spec.std)).contiguous()
+
+
+def _speech_embedding(x: torch.Tensor, spec: AudioSpec) -> torch.Tensor:
+    """The 16 kHz window ``x`` → normalised speech embedding ``[2048]`` (the frozen ONNX model)."""
+    from mmg_live.speech_embedding import NUM_SAMPLES, embed_waveform
+
+    wave = x.numpy()
+    if wave.shape[0] != NUM_SAMPLES:  # resampling may round the length by a sample
+        wave = np.pad(wave, (NUM_SAMPLES - wave.shape[0], 0)) if wave.shape[0] < NUM_SAMPLES \
+            else wave[wave.shape[0] - NUM_SAMPLES:]
+    emb = torch.from_numpy(embed_waveform(wave))
+    return ((emb - spec.mean) / (2.0 * spec.std)).contiguous()
 
 
 def window_normalize(fbank: torch.Tensor) -> torch.Tensor:
@@ -471,6 +573,57 @@ def preprocess_imu(samples: np.ndarray, timestamps: np.ndarray, spec: ImuSpec,
     return torch.from_numpy(((out - mean) / std).astype(np.float32))
 
 
+# ----------------------------------------------------------------------------------------- pose
+
+_MID_HIP = (23, 24)
+_MID_SHOULDER = (11, 12)
+
+
+def preprocess_pose(landmarks: np.ndarray, timestamps: np.ndarray, spec: PoseSpec,
+                    window: tuple[float, float] | None = None) -> torch.Tensor:
+    """Landmarks of one window → ``[len(joints) * features_per_joint, R]`` (see :class:`PoseSpec`).
+
+    Each frame is centred on its own mid-hip; the window is scaled by its median torso length
+    (mid-shoulder to mid-hip), so the person's size and distance from the camera drop out.
+    """
+    landmarks = np.asarray(landmarks)
+    timestamps = np.asarray(timestamps, dtype=np.float64)
+    if landmarks.ndim != 3 or landmarks.shape[1:] != (33, 4):
+        raise PreprocessError(f"pose: expected landmarks [N,33,4], got shape {tuple(landmarks.shape)}")
+    if len(timestamps) != len(landmarks) or len(landmarks) == 0:
+        raise PreprocessError(f"pose: {len(timestamps)} timestamps for {len(landmarks)} frames")
+    window = window or default_window(timestamps, spec.window_s)
+    in_rate = _estimate_rate(timestamps) or spec.rate
+    found = np.isfinite(landmarks).all(axis=(1, 2))
+    lo, hi = require_coverage("pose (frames with a person)", timestamps[found], window, in_rate, spec.min_coverage)
+    ts = timestamps[found][max(lo - 1, 0):hi + 1]
+    frames = landmarks[found][max(lo - 1, 0):hi + 1].astype(np.float64)
+    xyz = frames[:, :, :3] - frames[:, _MID_HIP, :3].mean(axis=1, keepdims=True)
+    torso = np.linalg.norm(frames[:, _MID_SHOULDER, :3].mean(axis=1) - frames[:, _MID_HIP, :3].mean(axis=1), axis=1)
+    xyz /= max(float(np.median(torso)), 1e-3)
+    joints = list(spec.joints)
+    series = xyz[:, joints, :].reshape(len(ts), -1)
+    factor = int(round(in_rate / spec.rate))
+    if factor >= 2 and len(ts) > 1:
+        from scipy.ndimage import uniform_filter1d
+
+        series = uniform_filter1d(series, size=factor | 1, axis=0, mode="nearest")
+    t0, t1 = window
+    grid = t0 + (np.arange(spec.num_samples) + 0.5) * (t1 - t0) / spec.num_samples
+    position = np.stack([np.interp(grid, ts, series[:, c]) for c in range(series.shape[1])], axis=0)
+    parts = [position.reshape(len(joints), 3, -1)]
+    if spec.velocity:
+        step = (t1 - t0) / spec.num_samples
+        velocity = np.gradient(position, step, axis=1) * spec.velocity_scale_s if spec.num_samples > 1 \
+            else np.zeros_like(position)
+        parts.append(velocity.reshape(len(joints), 3, -1))
+    if spec.visibility:
+        vis = frames[:, joints, 3]
+        parts.append(np.stack([np.interp(grid, ts, vis[:, j]) for j in range(len(joints))], axis=0)[:, None, :])
+    out = np.concatenate(parts, axis=1).reshape(spec.channels, spec.num_samples)
+    return torch.from_numpy(out.astype(np.float32))
+
+
 # ------------------------------------------------------------------------------------- dispatch
 
 @dataclass(frozen=True)
@@ -480,6 +633,7 @@ class ModalitySpecs:
     video: VideoSpec = VideoSpec()
     audio: AudioSpec = AudioSpec()
     imu: ImuSpec = ImuSpec()
+    pose: PoseSpec = PoseSpec()
 
     def __getitem__(self, modality: str) -> Spec:
         if modality not in MODALITIES:
@@ -520,6 +674,8 @@ def preprocess(modality: str, data: np.ndarray, timestamps: np.ndarray, specs: M
         return preprocess_video(data, timestamps, spec, window)
     if modality == "audio":
         return preprocess_audio(data, timestamps, spec, window, **options)
+    if modality == "pose":
+        return preprocess_pose(data, timestamps, spec, window)
     return preprocess_imu(data, timestamps, spec, window, **options)
 
 

@@ -22,11 +22,37 @@ def _flops(args: argparse.Namespace) -> int:
     config = get_config(args.config)
     model = build_model(config, ["class"] * 2)
     report = profile_model(model, repeats=args.repeats, measure_latency=not args.no_latency)
+    note = None
+    if "audio" in model.modalities and config.specs.audio.frontend == "speech_embedding":
+        report["audio_frontend"] = _speech_frontend_cost(args.repeats, measure_latency=not args.no_latency)
+        note = ("audio_frontend: the frozen ONNX speech embedding run in preprocessing (onnxruntime, one thread), "
+                "which fvcore cannot see. Params: its graph's initializers; GFLOPs: its Conv/Gemm/MatMul "
+                "multiply-adds from the graph's node shapes (element-wise ops not counted); CPU ms: its log "
+                "filterbank + the ONNX run")
     if args.json:
         print(json.dumps(report))
     else:
         print(format_table(args.config, report))
+        if note:
+            print(note)
     return 0
+
+
+def _speech_frontend_cost(repeats: int, measure_latency: bool) -> dict:
+    """``mmg-eval flops`` entry of the speech embedding front end (:func:`mmg_live.speech_embedding.model_cost`)."""
+    import numpy as np
+
+    from mmg_live import speech_embedding
+    from mmg_live.models.profile import latency_ms, percentiles_ms
+
+    cost = speech_embedding.model_cost()
+    entry = {"params_m": round(cost["params"] / 1e6, 3), "gflops": round(cost["macs"] / 1e9, 3),
+             "counted_by": "onnx graph: Conv/Gemm/MatMul multiply-adds"}
+    if measure_latency:
+        wave = np.zeros(speech_embedding.NUM_SAMPLES, np.float32)  # timed: its log filterbank + the ONNX run
+        p = percentiles_ms(latency_ms(lambda: speech_embedding.embed_waveform(wave), repeats=repeats))
+        entry.update({"cpu_ms_p50": p["p50_ms"], "cpu_ms_p95": p["p95_ms"]})
+    return entry
 
 
 def _list(text: str | None) -> list[str] | None:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Literal, get_args
 from torch import nn
 
 from mmg_common import MODALITIES
-from mmg_live.modalities import AudioSpec, ImuSpec, ModalitySpecs, VideoSpec
+from mmg_live.modalities import AudioSpec, ImuSpec, ModalitySpecs, PoseSpec, VideoSpec
 
 # ------------------------------------------------------------------------------ encoder builders
 
@@ -47,6 +47,8 @@ def _ast(spec: AudioSpec, **kwargs: Any) -> nn.Module:
     from mmg_live.models.audio import ASTEncoder
     if "stride" in kwargs:
         kwargs["stride"] = tuple(kwargs["stride"])
+    if spec.frontend != "kaldi_fbank":
+        raise ValueError(f"encoder 'ast' reads a log-mel fbank; the audio spec's frontend is {spec.frontend!r}")
     return ASTEncoder(num_frames=spec.num_frames, n_mels=spec.n_mels, **kwargs)
 
 
@@ -54,6 +56,23 @@ def _ast(spec: AudioSpec, **kwargs: Any) -> nn.Module:
 def _imu(spec: ImuSpec, **kwargs: Any) -> nn.Module:
     from mmg_live.models.imu import IMUTransformer
     return IMUTransformer(num_samples=spec.num_samples, channels=spec.channels, **kwargs)
+
+
+@register_encoder("pose_transformer")
+def _pose(spec: PoseSpec, **kwargs: Any) -> nn.Module:
+    """The IMU transformer's architecture over the pose features (joints × features channels)."""
+    from mmg_live.models.imu import IMUTransformer
+    return IMUTransformer(num_samples=spec.num_samples, channels=spec.channels, **kwargs)
+
+
+@register_encoder("speech_projection")
+def _speech_projection(spec: AudioSpec, **kwargs: Any) -> nn.Module:
+    """A LayerNorm + MLP (or linear) head over the frozen speech embedding (``frontend="speech_embedding"``)."""
+    from mmg_live.models.speech import SpeechProjection
+    if spec.frontend != "speech_embedding":
+        raise ValueError(f"encoder 'speech_projection' reads the speech embedding; the audio spec's frontend "
+                         f"is {spec.frontend!r} (set frontend='speech_embedding')")
+    return SpeechProjection(in_dim=spec.output_shape()[0], **kwargs)
 
 
 def build_encoder(kind: str, spec: Any, **kwargs: Any) -> nn.Module:
@@ -135,12 +154,13 @@ def get_config(name: str) -> MMGConfig:
 
 @register_config
 def paper() -> MMGConfig:
-    """The MMG-Ego4D encoders: MViT-B 16x4 (224²), AST-Base, a 15.5 M-param IMU transformer."""
+    """The MMG-Ego4D encoders: MViT-B 16x4 (224²), AST-Base, a 15.5 M-param IMU transformer (and one for pose)."""
     specs = ModalitySpecs(
         video=VideoSpec(frames=16, size=224, color="rgb", window_s=16 * 4 / 30.0,
                         mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225)),
         audio=AudioSpec(window_s=10.24),
         imu=ImuSpec(rate=200.0, window_s=5.0),
+        pose=PoseSpec(rate=30.0, window_s=5.0),
     )
     return MMGConfig(
         name="paper", specs=specs,
@@ -148,6 +168,7 @@ def paper() -> MMGConfig:
             "video": {"kind": "mvit_b_16x4"},
             "audio": {"kind": "ast", "patch": 16, "stride": [10, 16], "dim": 768, "depth": 12, "heads": 12},
             "imu": {"kind": "imu_transformer", "patch": 6, "dim": 512, "depth": 5, "heads": 8},
+            "pose": {"kind": "pose_transformer", "patch": 6, "dim": 512, "depth": 5, "heads": 8},
         },
         fusion={"kind": "attention", "dim": 768, "depth": 2, "heads": 12},
         embed_dim=256,
@@ -156,11 +177,12 @@ def paper() -> MMGConfig:
 
 @register_config
 def lite() -> MMGConfig:
-    """Real time on 2 CPU cores: small 3-D CNN on 16×64² gray clips, CNN-stem AST, IMU CNN-stem transformer."""
+    """Real time on 2 CPU cores: small 3-D CNN on 16×64² gray clips, CNN-stem AST, CNN-stem IMU/pose transformers."""
     specs = ModalitySpecs(
         video=VideoSpec(frames=16, size=64, color="gray", window_s=2.0, crop="foreground"),
         audio=AudioSpec(window_s=1.0),
         imu=ImuSpec(rate=50.0, window_s=3.0),
+        pose=PoseSpec(rate=15.0, window_s=3.0),
     )
     return MMGConfig(
         name="lite", specs=specs,
@@ -170,7 +192,23 @@ def lite() -> MMGConfig:
                       "dim": 192, "depth": 2, "heads": 3, "pool": "mean", "dropout": 0.1},
             "imu": {"kind": "imu_transformer", "stem": "cnn", "cnn_stages": 3, "dim": 128, "depth": 2, "heads": 4,
                     "pool": "mean", "dropout": 0.1},
+            "pose": {"kind": "pose_transformer", "stem": "cnn", "cnn_stages": 2, "dim": 128, "depth": 2, "heads": 4,
+                     "pool": "mean", "dropout": 0.1},
         },
         fusion={"kind": "attention", "dim": 128, "depth": 2, "heads": 4, "dropout": 0.1},
         embed_dim=128,
     )
+
+
+@register_config
+def lite_speech() -> MMGConfig:
+    """``lite`` with the frozen pretrained speech embedding (1.5 s, 16 kHz) and a small trainable
+    projection as its audio encoder (issue 28)."""
+    from dataclasses import replace
+
+    config = lite()
+    config.name = "lite_speech"
+    config.specs = replace(config.specs, audio=AudioSpec(window_s=1.5, sample_rate=16000, frontend="speech_embedding",
+                                                         mean=0.0, std=0.5))
+    config.encoders["audio"] = {"kind": "speech_projection", "dim": 192, "hidden": 512, "dropout": 0.1}
+    return config
