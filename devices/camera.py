@@ -58,6 +58,9 @@ class CameraSource(SourceBase):
             which deliver at their own rate).
         width, height: resolution to request from a live camera (the driver may refuse).
         reopen_s: a live camera that stops delivering is reopened every this many seconds.
+        video_kind: what the frames show, ``"colour"`` (any ordinary camera or video file) or
+            ``"depth"`` (a depth map rendered to 8 bit); in the health row's ``extra``, so the
+            engine and a recording know it.
     """
 
     modality = "video"
@@ -74,7 +77,10 @@ class CameraSource(SourceBase):
         width: int | None = None,
         height: int | None = None,
         reopen_s: float = 1.0,
+        video_kind: str = "colour",
     ) -> None:
+        if video_kind not in ("colour", "depth"):
+            raise ValueError(f"camera {spec}: video_kind must be 'colour' or 'depth', got {video_kind!r}")
         super().__init__(name)
         self.spec = spec
         self.kind, self._target = _classify(spec)
@@ -91,7 +97,8 @@ class CameraSource(SourceBase):
         self._latest_lock = threading.Lock()
         self._meter = RateMeter()
         with self._lock:
-            self._health.extra.update(spec=str(spec), kind=self.kind, eof=False, loops=0, frames_read=0)
+            self._health.extra.update(spec=str(spec), kind=self.kind, eof=False, loops=0, frames_read=0,
+                                      video_kind=video_kind)
 
     @property
     def running(self) -> bool:

@@ -81,6 +81,8 @@ class ReplaySource(SourceBase):
         clock: shared :class:`ReplayClock`; default one for this stream alone.
         speed, loop: used when ``clock`` is None.
         nominal_rate: recorded rate (default estimated from the timestamps).
+        video_kind: what a recorded video stream shows (``"colour"``/``"depth"``), when the
+            session says; reported in the health row's ``extra`` as a camera does.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class ReplaySource(SourceBase):
         speed: float = 1.0,
         loop: bool = False,
         nominal_rate: float | None = None,
+        video_kind: str | None = None,
     ) -> None:
         super().__init__(name)
         self.modality = modality
@@ -121,6 +124,8 @@ class ReplaySource(SourceBase):
         self._thread: threading.Thread | None = None
         self._health.nominal_rate = self.rate * clock.speed
         self._health.extra.update(state="idle", speed=clock.speed, loops=0)
+        if video_kind:
+            self._health.extra["video_kind"] = video_kind
 
     def source_time(self, t_host: float) -> float | None:
         """Host time ``t_host`` (e.g. a prediction's window end) on the recording's own clock: the
@@ -188,6 +193,16 @@ class ReplaySource(SourceBase):
             callback(self)
 
 
+def recorded_video_kind(settings: object) -> str | None:
+    """The ``video_kind`` a session's device settings record (top level, or in the health
+    ``extra`` that :func:`mmg_live.sources.device_settings` keeps), else None."""
+    if not isinstance(settings, dict):
+        return None
+    extra = settings.get("extra")
+    kind = settings.get("video_kind") or (extra.get("video_kind") if isinstance(extra, dict) else None)
+    return kind if kind in ("colour", "depth") else None
+
+
 def open_replay(folder: str | os.PathLike, speed: float = 1.0, loop: bool = False) -> list[ReplaySource]:
     """One :class:`ReplaySource` per stream of the session in ``folder``, sharing one clock.
 
@@ -221,6 +236,7 @@ def open_replay(folder: str | os.PathLike, speed: float = 1.0, loop: bool = Fals
                 loop=loop,
                 # the WAV rate is exact; other rates are estimated from the recorded timestamps
                 nominal_rate=s.rate if s.modality == "audio" else None,
+                video_kind=recorded_video_kind(reader.meta.get("devices", {}).get(name)),
             )
         )
     return sources

@@ -90,6 +90,27 @@ def _default_checkpoint() -> str:
     return str(default_checkpoint_path())
 
 
+def _default_checkpoint_or_none() -> str | None:
+    try:
+        return _default_checkpoint()
+    except FileNotFoundError:
+        return None
+
+
+def _with_pose_choice(options: LiveOptions, checkpoint: str | None) -> LiveOptions:
+    """Derive a pose stream from the camera only when the model that runs reads pose (and not
+    with ``--no-pose``); a checkpoint that cannot be read is reported later, where it is loaded."""
+    from mmg_live.checkpoint import CheckpointError, read_info
+
+    reads_pose = False
+    if options.devices.pose and checkpoint:
+        try:
+            reads_pose = "pose" in read_info(checkpoint)[0].trained.encoders
+        except (CheckpointError, OSError):
+            reads_pose = False
+    return replace(options, devices=replace(options.devices, pose=reads_pose))
+
+
 def _prepare_demo(options: LiveOptions) -> LiveOptions:
     """``--demo``: the built-in replay (written on first run) and the shipped default model."""
     from mmg_live.demo import DEMO_LABEL, demo_session
@@ -288,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--stride must be > 0, got {args.stride:g}")
     if args.speed <= 0:
         parser.error(f"--speed must be > 0, got {args.speed:g}")
+    if args.pose_rate <= 0:
+        parser.error(f"--pose-rate must be > 0, got {args.pose_rate:g}")
     options = live_options(args)
     try:
         if options.demo:
@@ -302,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.record and (Path(options.record) / "session.json").exists():
         parser.error(f"--record {options.record}: already holds a session; choose a new folder")
     if not options.headless:
-        return _run_gui(options)
+        return _run_gui(_with_pose_choice(options, options.checkpoint or _default_checkpoint_or_none()))
     if options.devices.empty():
         parser.error("no source: give --camera, --mic, --imu, --remote and/or --replay")
     if options.runs_inference and not options.checkpoint:
@@ -310,6 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = replace(options, checkpoint=_default_checkpoint())
         except FileNotFoundError as exc:
             parser.error(one_line(exc))
+    try:
+        options = _with_pose_choice(options, options.checkpoint if options.runs_inference else None)
+    except ValueError as exc:
+        parser.error(one_line(exc))
     return _headless(options, calibration)
 
 

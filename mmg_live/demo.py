@@ -105,7 +105,7 @@ def write_trial_session(folder: Path, utd_root: Path, trials: Sequence[tuple[int
     tmp = folder.with_name(folder.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    devices = {"video": {"device": "UTD-MHAD Kinect v1 depth (replay)", "fps": 30.0},
+    devices = {"video": {"device": "UTD-MHAD Kinect v1 depth (replay)", "fps": 30.0, "video_kind": "depth"},
                "imu": {"device": "UTD-MHAD inertial (replay)", "units": "g, deg/s"}}
     if speech:
         devices["audio"] = {"device": f"FSDD speaker {speaker} (replay)", "rate": speech[0].streams["audio"].rate}

@@ -38,6 +38,10 @@ class DeviceConfig:
         remote: ``mmg-stream`` publisher endpoints; every stream each one announces is opened.
         curve_server_key: the publishers' CURVE public certificate file (encrypted ``remote``).
         remote_rebase: shift remote timestamps onto this host's clock.
+        pose: derive a ``pose`` stream from every camera (a video stream that is not already
+            accompanied by a recorded or remote pose stream); see :class:`mmg_live.pose.stream.PoseStream`.
+        pose_rate: the most pose estimates a second.
+        camera_kind: what the camera shows, ``"colour"`` or ``"depth"`` (a depth map in 8 bit).
     """
 
     camera: str | None = None
@@ -49,6 +53,9 @@ class DeviceConfig:
     remote: tuple[str, ...] = ()
     curve_server_key: str | None = None
     remote_rebase: bool = False
+    pose: bool = False
+    pose_rate: float = 15.0
+    camera_kind: str = "colour"
 
     def empty(self) -> bool:
         """True when no device is named."""
@@ -77,13 +84,13 @@ def parse_imu_spec(spec: str, default_baud: int = DEFAULT_BAUD) -> tuple[str, in
     return port, int(baud)
 
 
-def make_camera(spec: str) -> Source:
+def make_camera(spec: str, video_kind: str = "colour") -> Source:
     """``devices.camera.CameraSource(spec)`` (imported only when a camera is asked for)."""
     try:
         from devices import camera
     except ImportError as exc:
         raise DeviceError(f"camera {spec}: camera support is not available ({exc})") from exc
-    return camera.CameraSource(spec)
+    return camera.CameraSource(spec, video_kind=video_kind)
 
 
 def make_microphone(device: str | None) -> Source:
@@ -110,8 +117,8 @@ def device_factories(config: DeviceConfig) -> list[SourceFactory]:
     """One :class:`SourceFactory` per device ``config`` names; ValueError for a bad ``--imu`` spec."""
     out: list[SourceFactory] = []
     if config.camera is not None:
-        camera = config.camera
-        out.append(SourceFactory(f"camera {camera}", lambda: [make_camera(camera)]))
+        camera, kind = config.camera, config.camera_kind
+        out.append(SourceFactory(f"camera {camera}", lambda: [make_camera(camera, kind)]))
     if config.mic is not None:
         mic = config.mic
         out.append(SourceFactory(f"microphone {mic or 'default'}", lambda: [make_microphone(mic or None)]))
@@ -270,6 +277,8 @@ def open_sources(
             built.extend(OpenedSource(label, src) for src in make())
         except Exception as exc:  # one bad device must not stop the others
             report(device_error(label, exc))
+    if config.pose:
+        built.extend(pose_streams(built, config.pose_rate, report))
     unique_names([o.source for o in built])
     if calibration is not None:
         from calibration.profile import ProfileApplier
@@ -291,6 +300,24 @@ def open_sources(
     return result
 
 
+def pose_streams(built: Sequence[OpenedSource], rate_hz: float,
+                 report: Callable[[str], None]) -> list[OpenedSource]:
+    """A :class:`~mmg_live.pose.stream.PoseStream` for each video source, unless the sources
+    already carry pose (a replayed or remote session that recorded it)."""
+    if any(o.source.modality == "pose" for o in built):
+        return []
+    from mmg_live.pose.stream import PoseStream
+
+    out = []
+    for o in built:
+        if o.source.modality == "video":
+            try:
+                out.append(OpenedSource(f"pose from {o.label}", PoseStream(o.source, rate_hz=rate_hz)))
+            except Exception as exc:
+                report(device_error(f"pose from {o.label}", exc))
+    return out
+
+
 def all_finished(sources: Sequence[Source]) -> bool:
     """True when every source has played to its end (only replays without ``loop`` ever do)."""
     return bool(sources) and all(src.health().finished for src in sources)
@@ -299,5 +326,5 @@ def all_finished(sources: Sequence[Source]) -> bool:
 __all__ = [
     "DEFAULT_BAUD", "DeviceConfig", "SourceFactory", "parse_imu_spec", "make_camera", "make_microphone", "make_imu",
     "device_factories", "unique_names", "device_error", "device_settings", "load_calibration", "calibration_record",
-    "OpenedSource", "OpenResult", "open_sources", "all_finished",
+    "OpenedSource", "OpenResult", "open_sources", "pose_streams", "all_finished",
 ]

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Publish camera/microphone/IMU chunks over ZeroMQ (loopback by default)."
     )
-    add_device_arguments(parser)
+    add_device_arguments(parser, pose=False)
     parser.add_argument(
         "--bind", default=DEFAULT_BIND,
         help=f"endpoint to bind (default {DEFAULT_BIND}; other interfaces only when given here)",

@@ -294,7 +294,9 @@ class MainWindow(QMainWindow):
         self.predictions_seen += 1
         self._arrivals.append(host_now())
         self.bars.set_entries([(e["label"], e["p"], e.get("kind", "base")) for e in pred.top], pred.seq)
-        self.used_label.setText(f"modalities used: {' + '.join(pred.modalities) or '—'} · top: {pred.label}")
+        idle = "".join(f" · {m} idle: {why}" for m, why in pred.idle.items())
+        answer = "no action (nothing is happening)" if pred.no_action else pred.label
+        self.used_label.setText(f"modalities used: {' + '.join(pred.modalities) or '—'} · top: {answer}{idle}")
 
     def _on_state(self, state: str, reason: object) -> None:
         self.state_label.setText(f"engine: {state}" + (f" — {reason}" if reason else ""))

@@ -53,6 +53,7 @@ from mmg_live.live.smoothing import Smoother, make_smoother
 from mmg_live.live.windowing import LiveWindow, read_window
 from mmg_live.modalities import ModalitySpecs, preprocess
 from mmg_live.models.mmg import Encoded, MMGModel, select_device
+from mmg_live.no_action import NO_ACTION
 from mmg_live.prototypes import PrototypeBank, combine, nonempty_subsets, ranked, usable_modalities
 
 
@@ -279,7 +280,9 @@ class InferenceEngine:
         self._last_t = t_end
         pred = Prediction(t=float(t_end), top=top, label=label, modalities=used, latency_ms=latency,
                           skipped=skipped, seq=seq, emitted=host_now(),
-                          coverage={m: status[m]["coverage"] for m in status}, t_source=self._source_time(t_end))
+                          coverage={m: status[m]["coverage"] for m in status}, t_source=self._source_time(t_end),
+                          idle={m: st["reason"] for m, st in status.items() if not st["used"] and st["reason"]},
+                          no_action=label == NO_ACTION)
         self._set_state("running", None)
         for callback in callbacks:
             try:
@@ -309,11 +312,23 @@ class InferenceEngine:
                 st["reason"] = f"no stream {name!r}" if name else "no stream"
             elif error := self._device_error(name):
                 st["reason"] = f"device error: {error}"
+            elif m == "video" and (mismatch := self._video_kind_mismatch(name)):
+                st["reason"] = mismatch
             elif ended := self._ended(name, t_end):
                 st["reason"] = ended
             else:
                 candidates.append(m)
         return status, candidates
+
+    def _video_kind_mismatch(self, stream: str) -> str | None:
+        """Why a camera's frames must not reach the video encoder (a colour camera and a
+        depth-trained encoder, or the other way round), or None when both kinds agree or either is unknown."""
+        trained = self.model.config.specs.video.trained_on
+        source = self.sources.get(stream)
+        kind = None if source is None else source.health().extra.get("video_kind")
+        if not trained or not kind or kind == trained:
+            return None
+        return f"the camera delivers {kind} video and this model's video encoder learned {trained} video"
 
     def _device_error(self, stream: str) -> str | None:
         source = self.sources.get(stream)
@@ -470,7 +485,11 @@ def _synthetic_window(specs: ModalitySpecs, modality: str) -> torch.Tensor:
     if modality == "video":
         variants, shape, dtype = [30.0], (2 * spec.size, 2 * spec.size, spec.channels), np.uint8
     elif modality == "audio":
+        # with frontend="speech_embedding" this also creates the process's ONNX session (~0.5 s)
+        # and runs the embedding twice, so the first live window does not pay for loading it
         variants, shape, dtype = [float(spec.sample_rate), spec.sample_rate / 2.0], (1,), np.float32
+    elif modality == "pose":
+        variants, shape, dtype = [float(spec.rate), 2.0 * spec.rate], (33, 4), np.float32
     else:
         variants, shape, dtype = [float(spec.rate), 2.0 * spec.rate], (6,), np.float32
     tensors = []

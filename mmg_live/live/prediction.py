@@ -26,6 +26,10 @@ class Prediction:
         coverage: coverage of each considered modality's window in ``[0, 1]``.
         t_source: for a replayed recording, ``t`` on the recording's own clock (its timestamps,
             as its labelled segments use them); None for live devices.
+        idle: why each streamed modality that did not take part was left out (e.g. ``video``: a
+            colour camera and a depth-trained encoder; ``pose``: no person in the window).
+        no_action: the answer is "nothing is happening" (``label`` is
+            :data:`~mmg_live.no_action.NO_ACTION`): a state, not an action.
     """
 
     t: float
@@ -38,6 +42,8 @@ class Prediction:
     emitted: float = 0.0
     coverage: dict[str, float] = field(default_factory=dict)
     t_source: float | None = None
+    idle: dict[str, str] = field(default_factory=dict)
+    no_action: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (floats rounded for readability; ``t_source`` null when unknown)."""

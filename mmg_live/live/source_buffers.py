@@ -28,7 +28,7 @@ class SourceBuffers:
     ``seconds`` is the history held, for every stream or per modality (see :meth:`for_model`).
     """
 
-    default_rates = {"video": 30.0, "audio": 16000.0, "imu": 50.0}
+    default_rates = {"video": 30.0, "audio": 16000.0, "imu": 50.0, "pose": 15.0}
 
     def __init__(self, seconds: float | Mapping[str, float] = 8.0) -> None:
         self.seconds = seconds if isinstance(seconds, Mapping) else {m: float(seconds) for m in MODALITIES}

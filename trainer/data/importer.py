@@ -55,6 +55,7 @@ def import_utd_mhad(
         devices = {
             "video": {
                 "device": "UTD-MHAD Kinect v1 depth",
+                "video_kind": "depth",
                 "fps": video.rate,
                 "rendering": f"depth_to_gray8 near={DEPTH_NEAR_MM:g}mm far={DEPTH_FAR_MM:g}mm",
                 "file": str(ref.depth_path),
