@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mmg_live.modalities import PoseSpec
 from mmg_live.models.mmg import MMGModel
 from trainer.stage_config import Augmentation
 
@@ -47,12 +48,43 @@ def imu_statistics(model: MMGModel) -> tuple[torch.Tensor, torch.Tensor] | None:
     return torch.tensor(spec.mean, dtype=torch.float32), torch.tensor(spec.std, dtype=torch.float32)
 
 
+def pose_spec_of(model: MMGModel) -> PoseSpec | None:
+    """The model's pose spec when it encodes pose (the feature layout pose augmentation needs)."""
+    return model.config.specs.pose if "pose" in model.modalities else None
+
+
+def augment_pose(x: torch.Tensor, spec: PoseSpec, rotation_deg: float, noise: float,
+                 gen: torch.Generator) -> torch.Tensor:
+    """Pose features ``[B, J * F, R]`` (layout of :class:`PoseSpec`) turned about the vertical
+    axis (y in MediaPipe's world frame) by angles uniform in ±``rotation_deg`` — positions and
+    velocities alike — and positions jittered by Gaussian noise of std ``noise`` (torso lengths)."""
+    b, _, r = x.shape
+    f = spec.features_per_joint
+    joints = x.reshape(b, len(spec.joints), f, r).clone()
+    groups = [slice(0, 3)] + ([slice(3, 6)] if spec.velocity else [])
+    if rotation_deg > 0:
+        angle = torch.deg2rad(rotation_deg * (2 * torch.rand(b, generator=gen) - 1))
+        cos, sin = angle.cos().view(b, 1, 1), angle.sin().view(b, 1, 1)
+        for g in groups:
+            xs, zs = joints[:, :, g.start].clone(), joints[:, :, g.start + 2].clone()
+            joints[:, :, g.start] = cos * xs + sin * zs
+            joints[:, :, g.start + 2] = -sin * xs + cos * zs
+    if noise > 0:
+        joints[:, :, 0:3] += noise * torch.randn(joints[:, :, 0:3].shape, generator=gen)
+    return joints.reshape(x.shape)
+
+
 def augment_inputs(inputs: dict[str, torch.Tensor], options: Augmentation, gen: torch.Generator,
-                   imu_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                   imu_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   pose_spec: PoseSpec | None = None) -> dict[str, torch.Tensor]:
     """A training batch's model inputs (per modality) augmented as ``options`` say, in order: IMU
     rotation (needs ``imu_stats``, :func:`imu_statistics`), IMU scale and noise, a video shift,
-    then :func:`augment_audio`."""
+    pose rotation and jitter (needs ``pose_spec``, :func:`pose_spec_of`), then :func:`augment_audio`."""
     out = dict(inputs)
+    if "pose" in out and (options.pose_rotation > 0 or options.pose_noise > 0):
+        if pose_spec is None:
+            raise ValueError("pose augmentation needs the model's pose spec (pose_spec_of)")
+        out["pose"] = augment_pose(out["pose"], pose_spec, options.pose_rotation, options.pose_noise, gen)
     if "imu" in out and options.imu_rotation > 0:
         if imu_stats is None:
             raise ValueError("imu_rotation needs the IMU normalisation statistics (a model with a 6-channel IMU spec)")
@@ -90,7 +122,15 @@ def augment_audio(x: torch.Tensor, options: Augmentation, gen: torch.Generator) 
     In order: time shift, tempo stretch, mel-axis warp, gain, noise, then SpecAugment frequency
     and time masks.
     Only what ``options`` turn on draws random numbers, so old recipes get the same draws as before.
+
+    A ``[B, D]`` batch is the frozen speech embedding (``frontend="speech_embedding"``), computed
+    from the waveform in preprocessing and cached, so no log-mel augmentation can reach it (and
+    waveform augmentation before the embedding would need the ResNet re-run each step): only an
+    explicit ``audio_noise`` (Gaussian, in the normalised embedding's units) applies; the default
+    noise derived from ``imu_noise`` does not, and a log-mel option is an error.
     """
+    if x.ndim == 2:
+        return _augment_embedding(x, options, gen)
     b, n_t, n_f = x.shape
     if options.audio_shift > 0:
         shifts = torch.randint(-options.audio_shift, options.audio_shift + 1, (b,), generator=gen)
@@ -130,3 +170,17 @@ def augment_audio(x: torch.Tensor, options: Augmentation, gen: torch.Generator) 
         x = x * keep
     return x
 
+
+
+def _augment_embedding(x: torch.Tensor, options: Augmentation, gen: torch.Generator) -> torch.Tensor:
+    """See :func:`augment_audio`: the speech embedding ``[B, D]`` takes only explicit ``audio_noise``."""
+    log_mel = {"audio_gain": options.audio_gain, "audio_shift": options.audio_shift,
+               "audio_freq_warp": options.audio_freq_warp, "audio_time_stretch": options.audio_time_stretch,
+               "freq_masks": options.freq_masks, "time_masks": options.time_masks}
+    on = sorted(k for k, v in log_mel.items() if v)
+    if on:
+        raise ValueError(f"audio augmentation {on} works on a log-mel [frames, mels]; the speech embedding "
+                         f"front end gives [B, {x.shape[1]}] (set them to 0)")
+    if options.audio_noise:
+        x = x + options.audio_noise * torch.randn(x.shape, generator=gen)
+    return x

@@ -38,12 +38,16 @@ def _classifier_like(key: str) -> bool:
 def compose(base: MMGModel, donor: MMGModel, modality: str) -> tuple[MMGModel, dict[str, Any]]:
     """``base`` with ``modality``'s parts, normalisation stats and trained flags from ``donor``.
 
-    Raises ``ValueError`` when the two models have different configs (other than specs), when
+    The modality's encoder may differ between the two (its config entry comes from the donor
+    too: the UTD-MHAD base never trained audio, so its audio encoder is a placeholder).
+    Raises ``ValueError`` when the two models have different configs (other than specs and
+    ``modality``'s encoder), when
     the donor did not train ``modality``'s encoder and fusion entry, or when the donor changed
     any shared weight (then the base's other modalities would no longer behave as measured).
     """
-    if base.config.to_dict()["encoders"] != donor.config.to_dict()["encoders"] or \
-            base.config.fusion != donor.config.fusion:
+    base_encoders = {m: e for m, e in base.config.to_dict()["encoders"].items() if m != modality}
+    donor_encoders = {m: e for m, e in donor.config.to_dict()["encoders"].items() if m != modality}
+    if base_encoders != donor_encoders or base.config.fusion != donor.config.fusion:
         raise ValueError("compose: base and donor have different encoder or fusion configurations")
     missing = [what for what, parts in (("encoder", donor.trained.encoders), ("fusion", donor.trained.fusion))
                if modality not in parts]
@@ -55,13 +59,16 @@ def compose(base: MMGModel, donor: MMGModel, modality: str) -> tuple[MMGModel, d
     for key, value in donor_state.items():
         if key.startswith(prefixes):
             copied.append(key)
-        elif not _classifier_like(key) and not torch.equal(value.cpu(), base_state[key].cpu()):
+        elif not _classifier_like(key) and (key not in base_state
+                                            or not torch.equal(value.cpu(), base_state[key].cpu())):
             changed_shared.append(key)
     if changed_shared:
         raise ValueError(f"compose: the donor changed {len(changed_shared)} shared weights "
                          f"(e.g. {changed_shared[0]}); freeze them in its recipe")
-    merged = MMGModel(copy.deepcopy(base.config), base.class_names)
-    state = {k: v.detach().clone() for k, v in base_state.items()}
+    config = copy.deepcopy(base.config)
+    config.encoders[modality] = copy.deepcopy(donor.config.encoders[modality])
+    merged = MMGModel(config, base.class_names)
+    state = {k: v.detach().clone() for k, v in base_state.items() if not k.startswith(prefixes)}
     for key in copied:
         state[key] = donor_state[key].detach().clone()
     merged.load_state_dict(state)

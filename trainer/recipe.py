@@ -66,6 +66,7 @@ class Recipe:
     # the data
     modalities: list[str] = field(default_factory=lambda: ["video", "imu"])
     classes: str = "all"  # all, base or novel (the dataset's few-shot class split)
+    idle_class: bool = False  # add a "no action" class learned from still clips (trainer.idle)
     novel_actions: list[int] | None = None  # UTD-MHAD: 1-based novel actions (None: the documented 6)
     num_novel: int | None = None  # other data sets: novel classes of a seeded random split (None: a quarter)
     train_groups: list[str | int] | None = None  # subjects/speakers (None: the dataset's default split)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +41,17 @@ def prepare_run_data(recipe: Recipe, dataset: str, root: Path) -> RunData:
     keep = class_subset(recipe.classes, dataset, len(loaded.class_names), recipe.novel_actions, recipe.num_novel)
     class_names = [loaded.class_names[i] for i in keep]
     train_clips = remap_labels(loaded.clips, keep)
+    if recipe.idle_class:
+        from trainer.idle import NO_ACTION, still_clips
+
+        max_window = max(get_config(recipe.config).specs[m].window_s for m in modalities)
+        train_clips += still_clips(train_clips, len(class_names), max_window + 1.5)
+        class_names.append(NO_ACTION)
     log.info("%d training clips (%d skipped), %d classes", len(train_clips), len(loaded.skipped), len(class_names))
 
     config = model_config(recipe, train_clips)
+    if "video" in modalities and entry.video_kind:
+        config.specs = replace(config.specs, video=replace(config.specs.video, trained_on=entry.video_kind))
     views = make_views(recipe.window_offsets, recipe.time_warp, recipe.max_views, recipe.seed)
     train_set = build_window_set(train_clips, config.specs, modalities, views, cache, loaded.skipped)
     test_set = None
@@ -91,6 +99,12 @@ def fit_stats(clips: list[Clip], specs: ModalitySpecs, modalities: list[str]) ->
             for s in streams[:: max(1, len(streams) // 200)]:
                 window = (float(s.timestamps[-1]) - raw.window_s, float(s.timestamps[-1]))
                 f = preprocess_audio(s.data, s.timestamps, raw, window, sample_rate=s.rate).numpy()
+                if raw.frontend == "speech_embedding":
+                    # one scalar mean/std over every dimension of the embeddings (no padding floor
+                    # to leave out): the projection's LayerNorm is blind to it, but audio_noise is
+                    # then in units of the embedding's spread
+                    feats.append(f.reshape(-1))
+                    continue
                 feats.append(f[f > f.min() + 1e-6] if (f > f.min() + 1e-6).any() else f.reshape(-1))
             allf = np.concatenate(feats)
             specs = specs.with_stats("audio", float(allf.mean()), float(max(allf.std(), 1e-3)))

@@ -32,6 +32,8 @@ class Augmentation:
     imu_noise: float = 0.05
     imu_rotation: float = 0.0  # degrees: accel and gyro turned together about a random axis (sensor placement)
     video_shift: int = 4
+    pose_rotation: float = 0.0  # degrees: landmarks turned about the vertical axis (where the camera stands)
+    pose_noise: float = 0.0  # Gaussian jitter of landmark positions, in torso lengths (the extractor's noise)
     # audio ([B, frames, mels] model inputs); defaults keep the old behaviour (noise only)
     audio_noise: float | None = None  # Gaussian noise std; None: 0.5 × imu_noise
     audio_gain: float = 0.0  # random level: + U(-g, g) added to the whole fbank (log-mel: gain)

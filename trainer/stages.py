@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from mmg_live.models.mmg import MMGModel
 from mmg_live.prototypes import embed
-from trainer.augment import augment_inputs, imu_statistics
+from trainer.augment import augment_inputs, imu_statistics, pose_spec_of
 from trainer.data.episodes import EpisodeSampler
 from trainer.losses import alignment_loss, cross_entropy, distillation_loss, prototypical_loss
 from trainer.stage_config import StageConfig
@@ -128,7 +128,8 @@ def meta_loss(model: MMGModel, data: WindowSet, support_idx: torch.Tensor, query
     index = torch.cat([support_idx, query_idx])
     window = torch.randint(0, data.n_windows, (len(index),), generator=gen)
     inputs, present = data.batch(index, window, mods)
-    inputs = augment_inputs(inputs, stage.augment, gen, imu_stats if imu_stats is not None else imu_statistics(model))
+    inputs = augment_inputs(inputs, stage.augment, gen, imu_stats if imu_stats is not None else imu_statistics(model),
+                            pose_spec_of(model))
     device = next(model.parameters()).device
     inputs = {m: x.to(device) for m, x in inputs.items()}
     present = {m: p.to(device) for m, p in present.items()}
@@ -222,7 +223,7 @@ def run_epoch(model: MMGModel, stage: StageConfig, data: WindowSet, plan: EpochP
                 window = torch.randint(0, data.n_windows, (len(batch),), generator=gen)
                 inputs, present = data.batch(batch, window, stage.modalities)
                 present = _modality_dropout(present, stage.modality_dropout, gen)
-                inputs = augment_inputs(inputs, stage.augment, gen, imu_stats)
+                inputs = augment_inputs(inputs, stage.augment, gen, imu_stats, pose_spec_of(model))
                 inputs = {m: x.to(device) for m, x in inputs.items()}
                 present = {m: p.to(device) for m, p in present.items()}
                 loss, stats = supervised_loss(model, inputs, present, data.labels[batch].to(device), stage)
