@@ -1,8 +1,9 @@
 # The app's default model (mmg_live/assets/default.safetensors) and its model card, from the real
 # recordings, as make targets; run through scripts/make_default_model.sh (= make default-model).
 # Two runs side by side on one torch thread each, as in scripts/results.mk:
-#   lane 1: IMU specialist -> video specialist (IMU-distilled) -> video+IMU (default_utd), all on
-#           the 21 base classes (the 6 novel classes stay unseen: they are the demo's custom actions)
+#   lane 1: IMU specialist -> video specialist (IMU-distilled) -> pose specialist -> video+IMU+pose
+#           (default_utd), all on the 21 base classes (the 6 novel classes stay unseen: they are the
+#           demo's custom actions) plus the "no action" class learned from still clips
 #   lane 2: the FSDD audio specialist (the same run as `make results`: kept when it exists)
 # then the fusion's audio entry (needs both lanes), the merge and the model card, which are made
 # again on every call. Finished runs are not trained again; an interrupted one resumes.
@@ -11,7 +12,7 @@ include $(dir $(lastword $(MAKEFILE_LIST)))runs.mk
 UTD ?= ../shared/data/utd-mhad
 ASSETS ?= mmg_live/assets
 CARD_THREADS ?= 2
-U := --dataset utd-mhad --data $(UTD) --set 'classes="base"'
+U := --dataset utd-mhad --data $(UTD) --set 'classes="base"' --set idle_class=true
 D := $(RUNS)/default
 
 .PHONY: all $(ASSETS)/default.safetensors
@@ -21,9 +22,12 @@ $(D)/imu/model.safetensors:
 	$(call train,unimodal_imu,$(@D),$(U))
 $(D)/video/model.safetensors: | $(D)/imu/model.safetensors
 	$(call train,unimodal_video,$(@D),$(U) --set init.0.checkpoint=$(D)/imu/model.safetensors)
-$(D)/utd/model.safetensors: | $(D)/video/model.safetensors $(D)/imu/model.safetensors
+$(D)/pose/model.safetensors: | $(D)/video/model.safetensors
+	$(call train,unimodal_pose,$(@D),$(U))
+$(D)/utd/model.safetensors: | $(D)/video/model.safetensors $(D)/imu/model.safetensors $(D)/pose/model.safetensors
 	$(call train,default_utd,$(@D),--dataset utd-mhad --data $(UTD) \
-	  --set init.0.checkpoint=$(D)/video/model.safetensors --set init.1.checkpoint=$(D)/imu/model.safetensors)
+	  --set init.0.checkpoint=$(D)/video/model.safetensors --set init.1.checkpoint=$(D)/imu/model.safetensors \
+	  --set init.2.checkpoint=$(D)/pose/model.safetensors)
 # the audio encoder and the fusion's audio entry, every shared weight frozen
 $(D)/audio/model.safetensors: | $(D)/utd/model.safetensors $(RUNS)/fsdd/audio/model.safetensors
 	$(call train,default_audio_fusion,$(@D),--dataset fsdd --data $(FSDD) \

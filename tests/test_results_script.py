@@ -206,7 +206,7 @@ def test_a_failed_run_stops_make_with_an_error_and_no_tables(tmp_path: Path) -> 
     assert not (tmp_path / "tables" / "utd-mhad" / "late_fusion.jsonl").exists()
 
 
-DEFAULT_RUNS = ("default/imu", "default/video", "default/utd", "fsdd/audio", "default/audio")
+DEFAULT_RUNS = ("default/imu", "default/video", "default/pose", "default/utd", "fsdd/audio", "default/audio")
 
 
 def test_default_model_runs_once_each_fsdd_beside_the_utd_chain_then_merge_and_card(tmp_path: Path) -> None:
@@ -220,15 +220,17 @@ def test_default_model_runs_once_each_fsdd_beside_the_utd_chain_then_merge_and_c
     assert all(line.endswith("threads=1 omp=1") for line in log), log
     counts = [int(n) for n in (tmp_path / "logs" / "concurrency").read_text().split()]
     assert max(counts) == 2  # the FSDD specialist runs beside the UTD-MHAD chain
-    chain = [order.index(str(runs / r)) for r in ("default/imu", "default/video", "default/utd", "default/audio")]
+    chain = [order.index(str(runs / r))
+             for r in ("default/imu", "default/video", "default/pose", "default/utd", "default/audio")]
     assert chain == sorted(chain)
     assert order.index(str(runs / "fsdd/audio")) < order.index(str(runs / "default/audio"))
     # every recipe + override loads; the video step is the recipe as it is (no overrides left)
     for call in _train_calls(tmp_path):
         args, recipe = _load_call(call)
         name = str(args.out.relative_to(runs))
-        if name in ("default/imu", "default/video", "default/utd"):
+        if name in ("default/imu", "default/video", "default/pose", "default/utd"):
             assert recipe["classes"] == "base", name  # the novel classes stay unseen
+            assert recipe["idle_class"] is True, name  # and every step knows "no action"
         if name == "default/video":
             assert recipe["stages"][0]["fusion_detach"] is True
             assert not [a for a in args.set if a.startswith("stages.")]
@@ -255,7 +257,7 @@ def test_default_model_keeps_the_fsdd_specialist_that_make_results_trained(tmp_p
     done = _run_make(tmp_path, makefile="default_model.mk")
     assert done.returncode == 0, done.stderr
     outs = [call[call.index("--out") + 1] for call in _train_calls(tmp_path)]
-    assert str(shared.parent) not in outs and len(outs) == 4
+    assert str(shared.parent) not in outs and len(outs) == 5  # imu, video, pose, utd, audio entry
     assert shared.read_text() == "from make results"
 
 
