@@ -306,3 +306,26 @@ def test_calibration_dialog_six_poses_and_sync_without_taps(qtbot, assets, tmp_p
     qtbot.waitUntil(lambda: "failed" in dialog.sync_message.text(), timeout=20000)
     assert "no tap events found" in dialog.sync_message.text()
     assert dialog.offsets.rowCount() == 0
+
+
+def test_colour_camera_preview_shows_the_pose_skeleton_and_video_stays_idle(qtbot, tmp_path, mmg_data):
+    """A colour video file as the camera and a model that reads pose and IMU: the pose stream has
+    a health row and its skeleton is drawn over the preview."""
+    pytest.importorskip("mediapipe")
+    ckpt = write_checkpoint(tmp_path / "pose.safetensors", trained=("imu", "pose"))
+    clip = mmg_data / "rgb-clips" / "basketball_two_people.mp4"
+    options = live_options(build_parser().parse_args(["--camera", str(clip), "--checkpoint", str(ckpt),
+                                                      "--device", "cpu"]))
+    model, note = load_model(options)
+    assert model is not None, note
+    window = MainWindow(LiveSession(options, model, None), source_label="TEST — colour clip")
+    qtbot.addWidget(window)
+    window.show()
+    window.start()
+    qtbot.waitUntil(window.sources_ready.is_set, timeout=15000)
+    assert sorted(o.source.modality for o in window.session.opened) == ["pose", "video"]
+    qtbot.waitUntil(lambda: window.preview.skeleton is not None, timeout=15000)
+    skeleton = window.preview.skeleton
+    assert skeleton.shape == (33, 2) and np.isfinite(skeleton[11:17]).all()
+    assert ((skeleton[11:17] >= 0) & (skeleton[11:17] <= 1)).all()  # shoulders to wrists inside the frame
+    window.grab()  # paints the frame with the skeleton over it

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from devices.base import MODALITIES, Chunk, ChunkCallback, Health, Source, host_now
 from devices.clock import RateMeter
@@ -26,7 +28,7 @@ from mmg_live.options import LiveOptions
 from mmg_live.sources import DeviceConfig, OpenedSource, calibration_record, device_settings, open_sources
 
 #: Seconds of history the display keeps per modality (the IMU traces show the last few seconds).
-DISPLAY_SECONDS = {"video": 1.0, "audio": 1.0, "imu": 6.0}
+DISPLAY_SECONDS = {"video": 1.0, "audio": 1.0, "imu": 6.0, "pose": 1.0}
 #: A device with no sample for longer than this is stale.
 STALE_AFTER_S = 1.0
 
@@ -159,7 +161,10 @@ class LiveSession:
                 fanout.add(self._record_chunk)
                 fanouts[id(o.source)] = fanout
 
-        result = open_sources(self.config, self.calibration, before_start=wrap)
+        # the pose stream is derived only for a model that reads pose, as in mmg-live --headless
+        reads_pose = self.model is not None and "pose" in self.model.trained.encoders
+        config = replace(self.config, pose=self.config.pose and reads_pose)
+        result = open_sources(config, self.calibration, before_start=wrap)
         self.opened = [LiveSource(o.label, o.source, fanouts[id(o.source)], o.started_at or host_now())
                        for o in result.started]
         messages = list(result.messages)
@@ -241,6 +246,16 @@ class LiveSession:
     def streams(self) -> dict[str, str]:
         """``{modality: stream name}`` of the display (first started source per modality)."""
         return dict(self.display.streams)
+
+    def pose_landmarks(self, t_frame: float, max_age_s: float = 0.5) -> np.ndarray | None:
+        """``[33, 3]`` image landmarks of the newest pose estimate if it is at most ``max_age_s``
+        older than the frame shown at ``t_frame`` (for the skeleton over the preview), else None."""
+        for o in self.opened:
+            latest = getattr(o.source, "latest", None) if o.source.modality == "pose" else None
+            estimate = latest() if callable(latest) else None
+            if estimate is not None and t_frame - estimate[0] <= max_age_s:
+                return estimate[1]
+        return None
 
     def display_buffer(self, modality: str):
         """The display :class:`StreamBuffer` of ``modality``'s first stream, or None before data."""

@@ -239,6 +239,7 @@ class MainWindow(QMainWindow):
             return
         frames, ts = buf.latest(0.0)
         if len(frames):
+            self.preview.set_skeleton(self.session.pose_landmarks(float(ts[-1])))
             self.preview.show_frame(frames[-1], float(ts[-1]))
 
     def _refresh_signals(self) -> None:

@@ -9,9 +9,11 @@ import math
 from typing import Sequence
 
 import numpy as np
-from PyQt6.QtCore import QRectF, Qt
+from PyQt6.QtCore import QPointF, QRectF, Qt
 from PyQt6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen
 from PyQt6.QtWidgets import QSizePolicy, QTableWidget, QTableWidgetItem, QWidget
+
+from mmg_live.pose.landmarks import SKELETON_EDGES
 
 AXIS_COLORS = (QColor("#e04040"), QColor("#30a030"), QColor("#3070e0"))
 STALE_COLOR = QColor("#ffd0d0")
@@ -28,7 +30,8 @@ def frame_to_qimage(frame: np.ndarray) -> QImage:
 
 
 class VideoPreview(QWidget):
-    """The newest camera frame, scaled to fit; counts the distinct frames it showed."""
+    """The newest camera frame, scaled to fit, with the pose skeleton over it when one is given;
+    counts the distinct frames it showed."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -36,6 +39,7 @@ class VideoPreview(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self._image: QImage | None = None
         self._last_t: float | None = None
+        self._skeleton: np.ndarray | None = None
         self.frames_shown = 0
         self.paints = 0
         self.placeholder = "no video"
@@ -50,8 +54,18 @@ class VideoPreview(QWidget):
         self.update()
         return True
 
+    @property
+    def skeleton(self) -> np.ndarray | None:
+        """The ``[33, 2]`` landmarks drawn over the frame, or None."""
+        return self._skeleton
+
+    def set_skeleton(self, landmarks: np.ndarray | None) -> None:
+        """Draw these ``[33, 2+]`` landmarks (x, y normalised to the frame) over it; None: none."""
+        self._skeleton = None if landmarks is None else np.asarray(landmarks, np.float32)[:, :2]
+        self.update()
+
     def clear(self, placeholder: str = "no video") -> None:
-        self._image, self._last_t, self.placeholder = None, None, placeholder
+        self._image, self._last_t, self.placeholder, self._skeleton = None, None, placeholder, None
         self.update()
 
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
@@ -67,7 +81,19 @@ class VideoPreview(QWidget):
             w, h = img.width() * scale, img.height() * scale
             target = QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
             p.drawImage(target, img)
+            if self._skeleton is not None:
+                self._paint_skeleton(p, target)
         p.end()
+
+    def _paint_skeleton(self, p: QPainter, target: QRectF) -> None:
+        pts = self._skeleton
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        p.setPen(QPen(QColor("#40e0a0"), 2.0))
+        for a, b in SKELETON_EDGES:
+            if np.isfinite(pts[[a, b]]).all():
+                ends = [QPointF(target.left() + pts[i, 0] * target.width(), target.top() + pts[i, 1] * target.height())
+                        for i in (a, b)]
+                p.drawLine(*ends)
 
 
 class LevelMeter(QWidget):

@@ -66,7 +66,8 @@ class SourceBuffers:
                 return existing
             rate = src.health().nominal_rate or self.default_rates[src.modality]
             dtype = np.uint8 if src.modality == "video" else np.float32
-            buf = StreamBuffer(src.modality, self.seconds[src.modality], rate, np.asarray(chunk.data).shape[1:], dtype,
+            seconds = self.seconds.get(src.modality, max(self.seconds.values()))
+            buf = StreamBuffer(src.modality, seconds, rate, np.asarray(chunk.data).shape[1:], dtype,
                                name=src.name)
             self.synchronizer.buffers = {**self.synchronizer.buffers, src.name: buf}
             return buf
