@@ -244,3 +244,24 @@ def test_utd_mhad_pose_is_extracted_once_then_read_from_the_cache(utd_mhad_dir, 
     np.testing.assert_array_equal(first.streams["pose"].data, again.streams["pose"].data)
     assert warm < cold / 5, (cold, warm)
     assert abs(first.streams["pose"].duration - first.streams["imu"].duration) < 0.1
+
+
+def test_a_clip_without_a_person_keeps_its_other_modalities_in_training_windows():
+    from mmg_live.modalities import ModalitySpecs
+    from trainer.data.clip import Clip, Stream
+    from trainer.windows import build_window_set
+
+    landmarks, t = _walking_pose(n=90)
+    imu = np.random.default_rng(0).normal(0, 1, (150, 6)).astype(np.float32)
+    seen = Clip("seen", {"pose": Stream(landmarks, t, 30.0), "imu": Stream(imu, np.arange(150) / 50.0, 50.0)},
+                0, "a", "1", "1")
+    nobody = Clip("nobody", {"pose": Stream(np.full_like(landmarks, np.nan), t, 30.0),
+                             "imu": Stream(imu, np.arange(150) / 50.0, 50.0)}, 1, "b", "1", "1")
+    windows = build_window_set([seen, nobody], ModalitySpecs(), ["imu", "pose"], [0.0, 0.3])
+    assert windows.clip_ids == ["seen", "nobody"]
+    assert windows.present["imu"].tolist() == [True, True]
+    assert windows.present["pose"].tolist() == [True, False]
+    skipped: list = []
+    with pytest.raises(Exception, match="no usable clips"):
+        build_window_set([nobody], ModalitySpecs(), ["pose"], [0.0], skipped=skipped)
+    assert skipped and "too short" in skipped[0][1]

@@ -148,11 +148,28 @@ def _cached_windows(clip: Clip, specs: ModalitySpecs, modalities: Sequence[str],
                     offsets: Sequence[tuple[float, float]],
                     spec_key: str, cache: Cache | None) -> dict[str, np.ndarray]:
     def compute() -> dict[str, np.ndarray]:
-        per_window = []
+        # A modality that fails in any view (pose of a trial where the person is rarely found) is
+        # left out of this clip, which keeps its other modalities; a clip with none left fails.
+        per_window: list[dict[str, torch.Tensor]] = []
+        failed: dict[str, PreprocessError] = {}
         for offset, speed in offsets:
             view = warp_clip(clip, speed)
-            per_window.append(clip_tensors(view, specs, modalities, clip_end(view) - offset))
-        return {m: torch.stack([w[m] for w in per_window]).half().numpy() for m in per_window[0]}
+            t_end = clip_end(view) - offset
+            window: dict[str, torch.Tensor] = {}
+            for m in modalities:
+                if m in failed or m not in view.streams:
+                    continue
+                try:
+                    window.update(clip_tensors(view, specs, [m], t_end))
+                except PreprocessError as exc:
+                    failed[m] = exc
+            per_window.append(window)
+        kept = [m for m in per_window[0] if m not in failed]
+        if not kept and failed:
+            raise next(iter(failed.values()))
+        for m, exc in failed.items():
+            log.info("clip %s: %s left out (%s)", clip.clip_id, m, exc)
+        return {m: torch.stack([w[m] for w in per_window]).half().numpy() for m in kept}
 
     if cache is None:
         return compute()
