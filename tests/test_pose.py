@@ -265,3 +265,20 @@ def test_a_clip_without_a_person_keeps_its_other_modalities_in_training_windows(
     with pytest.raises(Exception, match="no usable clips"):
         build_window_set([nobody], ModalitySpecs(), ["pose"], [0.0], skipped=skipped)
     assert skipped and "too short" in skipped[0][1]
+
+
+def test_episodes_only_draw_clips_that_have_every_modality_the_pairs_embed():
+    import torch
+
+    from trainer.stage_config import StageConfig
+    from trainer.stages import episode_labels
+    from trainer.windows import WindowSet
+
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    data = WindowSet(tensors={"imu": torch.zeros(5, 1, 6, 4), "pose": torch.zeros(5, 1, 105, 4)},
+                     present={"imu": torch.ones(5, dtype=torch.bool),
+                              "pose": torch.tensor([True, False, True, True, False])},
+                     labels=labels, clip_ids=list("abcde"), groups=["1"] * 5)
+    stage = StageConfig.from_dict({"name": "meta", "type": "meta", "modalities": ["imu", "pose"],
+                                   "pairs": [[["pose"], ["imu"]]]})
+    assert episode_labels(data, stage) == [0, -1, 1, 1, -1]

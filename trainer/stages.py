@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -160,9 +161,11 @@ def plan_epoch(stage: StageConfig, data: WindowSet, seed: int, rank: int = 0, wo
     """Shuffled batches (supervised/align) or episodes (meta) for one epoch, sharded by rank."""
     gen = torch.Generator().manual_seed(seed)
     if stage.type == "meta":
-        labels = data.labels.tolist()
+        labels = episode_labels(data, stage)
+        counts = Counter(y for y in labels if y >= 0)
+        classes = sorted(c for c, n in counts.items() if n >= stage.meta.shot + stage.meta.query)
         sampler = EpisodeSampler(labels, way=stage.meta.way, shot=stage.meta.shot, query=stage.meta.query,
-                                 episodes=stage.meta.episodes, seed=seed,
+                                 episodes=stage.meta.episodes, seed=seed, classes=classes,
                                  groups=data.groups if stage.meta.cross_group_episodes else None)
         rng = random.Random(seed)
         batches = [(torch.as_tensor(s), torch.as_tensor(q), rng.choice(stage.meta.pairs)) for s, q, _ in sampler]
@@ -173,6 +176,17 @@ def plan_epoch(stage: StageConfig, data: WindowSet, seed: int, rank: int = 0, wo
     batches = [order[i:i + size] for i in range(0, len(order), size)]
     batches = [b for b in batches if len(b) >= 2 * world]  # alignment needs ≥ 2 per shard
     return EpochPlan([shard(b, rank, world) for b in batches])
+
+
+def episode_labels(data: WindowSet, stage: StageConfig) -> list[int]:
+    """Labels for episode sampling: -1 (never drawn) for clips that lack a modality some pair of
+    the stage embeds (a trial whose pose could not be extracted), so every episode can embed its
+    support and queries; classes left with fewer than shot + query clips are not drawn."""
+    labels = data.labels.clone()
+    needed = {m for pair in stage.meta.pairs for side in pair for m in side if m in data.present}
+    for m in needed:
+        labels[~data.present[m]] = -1
+    return labels.tolist()
 
 
 def shard(batch: torch.Tensor, rank: int, world: int) -> torch.Tensor:
