@@ -105,7 +105,7 @@ def _fewshot(args: argparse.Namespace) -> int:
     # few-shot classes are the data set's own (original labels), never mapped onto the model's
     classes = class_subset(args.classes, args.dataset, class_count(args.dataset, args.data))
     data = load_eval_set(model, args.dataset, args.data, _groups(args), mods, classes=classes,
-                         cache=_cache(args))
+                         cache=_cache(args)).having(mods)
     result = few_shot(embeddings(model, data, support), embeddings(model, data, query), data.labels.tolist(),
                       way=args.way, shot=args.shot, query=args.queries, episodes=args.episodes, seed=args.seed)
     print(json.dumps(result.to_dict()) if args.json else

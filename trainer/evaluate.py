@@ -150,6 +150,8 @@ def load_eval_set(model: MMGModel, dataset: str, data: Path, groups: Sequence[st
 
 
 def accuracy(model: MMGModel, data: WindowSet, modalities: Sequence[str]) -> dict:
+    """Top-1 of ``modalities`` over the clips that have all of them."""
+    data = data.having(modalities)
     return top1(predict(model, data, modalities), data.labels)
 
 

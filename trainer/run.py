@@ -264,7 +264,9 @@ class StageLoop:
 
 
 def evaluate_top1(model: MMGModel, data: WindowSet, modalities: list[str], batch_size: int = 64) -> float:
-    """Top-1 of the fused classifier over clips that have a label, on window 0 (the clip end)."""
+    """Top-1 of the fused classifier over clips that have a label and every one of ``modalities``,
+    on window 0 (the clip end)."""
+    data = data.having(modalities)
     probs = predict(model, data, modalities, batch_size)
     labels = data.labels
     mask = labels >= 0

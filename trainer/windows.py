@@ -90,6 +90,18 @@ class WindowSet:
     def n_windows(self) -> int:
         return next(iter(self.tensors.values())).shape[1]
 
+    def having(self, modalities: Sequence[str]) -> "WindowSet":
+        """The clips that have every one of ``modalities`` (evaluating a modality set on clips
+        that lack one, e.g. a trial whose pose could not be extracted, would score a different set)."""
+        keep = torch.ones(len(self.labels), dtype=torch.bool)
+        for m in modalities:
+            keep &= self.present[m] if m in self.present else torch.zeros_like(keep)
+        index = keep.nonzero().flatten()
+        return WindowSet(tensors={m: t[index] for m, t in self.tensors.items()},
+                         present={m: p[index] for m, p in self.present.items()}, labels=self.labels[index],
+                         clip_ids=[self.clip_ids[i] for i in index.tolist()],
+                         groups=[self.groups[i] for i in index.tolist()])
+
     def batch(self, index: torch.Tensor, window: torch.Tensor | int = 0,
               modalities: Sequence[str] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Inputs and presence masks of clips ``index`` at window ``window`` (an int or per clip)."""
