@@ -59,6 +59,8 @@ class DatasetEntry:
             base/novel classes.
         video_kind: what its video is (``"depth"``, ``"colour"``), recorded in a trained video
             spec's ``trained_on``; None when unknown or mixed.
+        derived_modalities: modalities computed from another stream rather than recorded (loaded
+            only when asked for by name).
     """
 
     name: str
@@ -72,6 +74,7 @@ class DatasetEntry:
     reader_selects_groups: bool = False
     class_split: Callable[[int, Sequence[int] | None, int | None], ClassSplit] = field(default=_random_split)
     video_kind: str | None = None
+    derived_modalities: tuple[str, ...] = ()
 
     def default_groups(self, split: str) -> list[str] | None:
         """The documented default ``"train"`` or ``"test"`` groups (None: all)."""
@@ -149,7 +152,7 @@ register_dataset(DatasetEntry(
     train_groups=tuple(str(s) for s in UTD_TRAIN_SUBJECTS), test_groups=tuple(str(s) for s in UTD_TEST_SUBJECTS),
     num_classes=UTD_NUM_CLASSES, reader_selects_groups=True,
     class_split=lambda n, novel_actions, num_novel: utd_class_split(novel_actions or UTD_NOVEL_ACTIONS),
-    video_kind="depth"))
+    video_kind="depth", derived_modalities=("pose",)))
 register_dataset(DatasetEntry(
     "fsdd", "Free Spoken Digit Dataset: audio, 10 digits, speakers as groups", ("audio",),
     _open_fsdd, lambda reader: [r.speaker for r in reader.recordings],
@@ -176,12 +179,15 @@ class LoadedClips:
 def open_dataset(dataset: str, root: str | Path, groups: Sequence[str] | None = None,
                  modalities: Sequence[str] | None = None, cache: Cache | None = None,
                  class_names: Sequence[str] | None = None) -> DatasetReader:
-    """A reader of ``dataset`` at ``root`` (``modalities`` None: every modality it has)."""
+    """A reader of ``dataset`` at ``root`` (``modalities`` None: every recorded modality; a derived
+    one such as UTD-MHAD's pose, which costs minutes to extract, only when asked for)."""
     entry = get_dataset(dataset)
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: dataset folder not found (--data)")
-    return entry.open(root, groups, tuple(modalities or entry.modalities), cache, class_names)
+    if not modalities:
+        modalities = [m for m in entry.modalities if m not in entry.derived_modalities]
+    return entry.open(root, groups, tuple(modalities), cache, class_names)
 
 
 def load_clips(dataset: str, root: str | Path, groups: Sequence[str] | None, modalities: Sequence[str],

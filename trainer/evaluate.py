@@ -129,8 +129,11 @@ def load_eval_set(model: MMGModel, dataset: str, data: Path, groups: Sequence[st
     # Load every stream the data set and the model share, whichever subset is evaluated: a
     # clip's end (where its evaluated window ends) is its latest sample over the loaded streams,
     # so `accuracy --modalities video` and the table's video column must see the same windows.
-    # Only the requested modalities are preprocessed.
-    shared = [m for m in entry.modalities if m in model.modalities]
+    # Only the requested modalities are preprocessed. Pose is loaded only for a model trained on
+    # it: it is extracted from the video (minutes per data set when not cached) and shares the
+    # video's clock, so it never moves a clip's end when video is loaded.
+    shared = [m for m in entry.modalities
+              if m in model.modalities and (m != "pose" or "pose" in model.trained.encoders)]
     loaded = load_clips(dataset, data, None if groups is None else [str(g) for g in groups],
                         list(dict.fromkeys([*modalities, *shared])), cache, class_names=class_names)
     clips = loaded.clips
