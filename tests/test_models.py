@@ -146,22 +146,33 @@ def test_config_round_trip():
 
 
 def test_classifier_kind_is_a_config_field_also_read_from_old_headers(tmp_path):
-    """``classifier`` is typed and saved in the header; the shipped model's older header kept it
-    in a free-form ``extra`` dict and loads into the field."""
+    """``classifier`` is typed and saved in the header; an older header kept it in a free-form
+    ``extra`` dict (as the shipped model's did before its header was rewritten) and loads into
+    the field."""
     import json
 
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     from mmg_live.assets import default_checkpoint_path
     from mmg_live.checkpoint import load_checkpoint, save_checkpoint
 
-    def header_config(path) -> dict:
+    def header(path) -> dict:
         with safe_open(str(path), "pt") as f:
-            return json.loads(f.metadata()["mmg_live"])["config"]
+            return dict(f.metadata())
+
+    def header_config(path) -> dict:
+        return json.loads(header(path)["mmg_live"])["config"]
 
     shipped = default_checkpoint_path()
-    assert header_config(shipped)["extra"] == {"classifier": "ensemble"} and "classifier" not in header_config(shipped)
-    model, _ = load_checkpoint(shipped, device="cpu")
+    assert header_config(shipped)["classifier"] == "ensemble" and "extra" not in header_config(shipped)
+    old = header(shipped)
+    meta = json.loads(old["mmg_live"])
+    meta["config"]["extra"] = {"classifier": meta["config"].pop("classifier")}  # the older layout
+    legacy = tmp_path / "legacy.safetensors"
+    save_file(load_file(str(shipped)), str(legacy), metadata={**old, "mmg_live": json.dumps(meta)})
+    assert header_config(legacy)["extra"] == {"classifier": "ensemble"} and "classifier" not in header_config(legacy)
+    model, _ = load_checkpoint(legacy, device="cpu")
     assert model.config.classifier == "ensemble"
     saved = save_checkpoint(tmp_path / "resaved.safetensors", model)
     assert header_config(saved)["classifier"] == "ensemble" and "extra" not in header_config(saved)
