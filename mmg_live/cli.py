@@ -90,13 +90,6 @@ def _default_checkpoint() -> str:
     return str(default_checkpoint_path())
 
 
-def _default_checkpoint_or_none() -> str | None:
-    try:
-        return _default_checkpoint()
-    except FileNotFoundError:
-        return None
-
-
 def _with_pose_choice(options: LiveOptions, checkpoint: str | None) -> LiveOptions:
     """Derive a pose stream from the camera only when the model that runs reads pose (and not
     with ``--no-pose``); a checkpoint that cannot be read is reported later, where it is loaded."""
@@ -325,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.record and (Path(options.record) / "session.json").exists():
         parser.error(f"--record {options.record}: already holds a session; choose a new folder")
     if not options.headless:
-        return _run_gui(_with_pose_choice(options, options.checkpoint or _default_checkpoint_or_none()))
+        return _run_gui(options)  # the GUI session derives pose only for a model that reads it
     if options.devices.empty():
         parser.error("no source: give --camera, --mic, --imu, --remote and/or --replay")
     if options.runs_inference and not options.checkpoint:

@@ -182,16 +182,13 @@ def load_trial(ref: TrialRef, modalities: Sequence[str] = ("video", "imu")) -> C
         streams["video"] = Stream(depth_to_gray8(depth)[..., None], t_video, DEPTH_FPS)
     if iner is not None:
         streams["imu"] = Stream(iner, t_imu, len(iner) / (n_frames / DEPTH_FPS))
-    return Clip(
-        clip_id=ref.clip_id,
-        streams=streams,
-        label=ref.label,
-        label_name=ref.label_name,
-        subject=str(ref.subject),
-        session=str(ref.trial),
-        split=None,
-        source=SOURCE,
-    )
+    return trial_clip(ref, streams)
+
+
+def trial_clip(ref: TrialRef, streams: dict[str, Stream]) -> Clip:
+    """A :class:`Clip` of one trial holding ``streams`` (its identity and label from ``ref``)."""
+    return Clip(clip_id=ref.clip_id, streams=streams, label=ref.label, label_name=ref.label_name,
+                subject=str(ref.subject), session=str(ref.trial), split=None, source=SOURCE)
 
 
 class UtdMhadDataset:
@@ -251,8 +248,7 @@ class UtdMhadDataset:
 
     def _recorded(self, ref: TrialRef, modalities: Sequence[str]) -> Clip:
         if not modalities:  # pose only: the clip's identity without decoding the depth twice
-            return Clip(clip_id=ref.clip_id, streams={}, label=ref.label, label_name=ref.label_name,
-                        subject=str(ref.subject), session=str(ref.trial), split=None, source=SOURCE)
+            return trial_clip(ref, {})
         if self.cache is None:
             return load_trial(ref, modalities)
         files = [ref.depth_path] + ([ref.inertial_path] if "imu" in modalities else [])
