@@ -103,8 +103,21 @@ def logfbank_features(wave: np.ndarray) -> np.ndarray:
     wave = np.asarray(wave, dtype=np.float64).reshape(-1)
     if wave.shape[0] != NUM_SAMPLES:
         raise ValueError(f"speech embedding: expected {NUM_SAMPLES} samples (1.5 s at 16 kHz), got {wave.shape[0]}")
+    if float(np.abs(wave).max(initial=0.0)) < SILENCE_PEAK:
+        # digital silence (a muted input, zero padding) gives a constant filterbank, on which the
+        # network's normalisation divides 0 by 0: feed a fixed noise floor far below any microphone's
+        wave = silence_floor()
     return np.asarray(logfbank(wave, samplerate=SAMPLE_RATE, winlen=0.025, winstep=0.01, nfilt=NUM_FILTERS,
                                nfft=512, preemph=0.0), dtype=np.float32)
+
+
+SILENCE_PEAK = 1e-7  #: a window whose peak is below this is digital silence
+SILENCE_FLOOR = 1e-6  #: RMS of the fixed noise that stands in for it (-120 dBFS)
+
+
+def silence_floor() -> np.ndarray:
+    """The fixed (seeded) white noise at :data:`SILENCE_FLOOR` that replaces a silent window."""
+    return np.random.default_rng(0).standard_normal(NUM_SAMPLES) * SILENCE_FLOOR
 
 
 def embed(logfbank_batch: np.ndarray) -> np.ndarray:
@@ -123,6 +136,10 @@ def embed(logfbank_batch: np.ndarray) -> np.ndarray:
     out = np.empty((x.shape[0], EMBED_DIM), dtype=np.float32)
     for i in range(x.shape[0]):
         out[i] = sess.run(None, {name: np.ascontiguousarray(x[i][None, None])})[0][0]
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        raise ValueError(f"speech embedding: not finite for {int(bad.sum())} of {len(out)} windows "
+                         "(a constant log filterbank?)")
     return out
 
 

@@ -254,8 +254,15 @@ def test_ast_strided_first_stage_halves_like_the_pool(frames, mels):
     assert plain(torch.randn(2, frames, mels))[0].shape == tokens.shape
 
 
-def test_lite_audio_is_the_cnn_stem_ast(lite_model):
+def test_lite_audio_is_a_projection_over_the_speech_embedding(lite_model):
+    from mmg_live.models.speech import SpeechProjection
     audio = lite_model.encoders["audio"]
+    assert isinstance(audio, SpeechProjection)
+    assert count_params(audio) < 1.5e6
+
+
+def test_lite_fbank_audio_is_the_cnn_stem_ast():
+    audio = build_model("lite_fbank", CLASSES).encoders["audio"]
     assert isinstance(audio.patch_embed, torch.nn.Sequential)
     assert count_params(audio) < 1.5e6
 
@@ -270,7 +277,7 @@ def test_each_part_is_initialised_from_its_own_seed():
 
     lite = get_config("lite")
     other = copy.deepcopy(lite)
-    other.encoders["audio"] = {"kind": "ast", "dim": 96, "depth": 1, "heads": 2}  # a different audio encoder
+    other.encoders["audio"] = {"kind": "speech_projection", "dim": 96, "hidden": 256}  # a different audio encoder
     a, b, again = state(lite), state(other), state(lite)
     assert all(torch.equal(a[k], again[k]) for k in a)  # same seed, same model
     audio_dependent = ("encoders.audio", "projections.audio", "unimodal_heads.audio", "fusion")

@@ -88,8 +88,8 @@ def test_spec_round_trip_and_validation():
     assert spec_to_dict(SPEC)["frontend"] == "speech_embedding"
     assert "frontend" not in spec_to_dict(AudioSpec())  # the default serialises as before
     assert SPEC.output_shape() == (2048,) and SPEC.num_frames == 1
-    assert get_config("lite_speech").specs.audio.frontend == "speech_embedding"
-    assert get_config("lite").specs.audio.frontend == "kaldi_fbank"
+    assert get_config("lite").specs.audio.frontend == "speech_embedding"
+    assert get_config("lite_fbank").specs.audio.frontend == "kaldi_fbank"
     with pytest.raises(ValueError, match="frontend must be one of"):
         spec_from_dict("audio", {"frontend": "wav2vec"})
     with pytest.raises(ValueError, match="reads 1.5 s at 16000 Hz"):
@@ -153,3 +153,17 @@ def test_model_cost_from_the_onnx_graph():
     cost = speech_embedding.model_cost()
     assert 20e6 < cost["params"] < 23e6  # 87.6 MB of fp32 initializers
     assert 0.5e9 < cost["macs"] < 1.0e9
+
+
+def test_digital_silence_gives_a_finite_embedding_and_a_constant_filterbank_is_refused():
+    """A muted microphone sends zeros; on a constant filterbank the network returns NaN, which must
+    never reach the model: silence is embedded as a fixed -120 dBFS noise floor instead."""
+    from mmg_live.speech_embedding import NUM_SAMPLES, embed, embed_waveform, silence_floor
+
+    silent = embed_waveform(np.zeros(NUM_SAMPLES, np.float32))
+    assert np.isfinite(silent).all()
+    np.testing.assert_array_equal(silent, embed_waveform(silence_floor()))
+    quiet = embed_waveform(np.full(NUM_SAMPLES, 5e-8, np.float32))  # below the silence peak: same
+    np.testing.assert_array_equal(silent, quiet)
+    with pytest.raises(ValueError, match="not finite for 1 of 1 windows"):
+        embed(np.full((149, 64), -36.0, np.float32))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from devices.base import Chunk
 from mmg_live.live.buffer import StreamBuffer, Synchronizer
 from mmg_live.live.windowing import read_window, window_tensors
+from mmg_live.modalities import preprocess_audio
 from mmg_live.models.registry import get_config
 from trainer.data.fsdd import list_recordings, load_recording
 from trainer.data.utd_mhad import list_trials, load_trial
@@ -45,8 +47,9 @@ def test_utd_trial_video_imu_identical(utd_mhad_dir):
             torch.testing.assert_close(live[m], trained[m], atol=1e-5, rtol=1e-5)
 
 
-def test_fsdd_audio_identical(fsdd_dir):
-    specs = get_config("lite").specs
+@pytest.mark.parametrize("config", ["lite", "lite_fbank"])  # speech embedding, log-mel fbank
+def test_fsdd_audio_identical(fsdd_dir, config):
+    specs = get_config(config).specs
     clip = load_recording(list_recordings(fsdd_dir, speakers=["jackson"])[3])
     audio = clip.streams["audio"]
     buffer = StreamBuffer("audio", 5.0, audio.rate, (1,), np.float32)
@@ -57,7 +60,14 @@ def test_fsdd_audio_identical(fsdd_dir):
     live, problems = window.tensors, window.problems
     assert not problems
     torch.testing.assert_close(live["audio"], trained, atol=1e-4, rtol=1e-4)
-    assert float(trained.std()) > 0.1  # real speech, not a silent window
+    # real speech, not a silent window
+    if specs.audio.frontend == "kaldi_fbank":
+        assert float(trained.std()) > 0.1
+    else:
+        n = int(specs.audio.window_s * audio.rate)
+        silent = preprocess_audio(np.zeros(n, np.float32), np.arange(n) / audio.rate, specs.audio,
+                                  sample_rate=audio.rate)
+        assert float((trained - silent).abs().max()) > 0.1
 
 
 def test_dropout_is_reported_not_raised():

@@ -302,7 +302,7 @@ def test_init_refuses_an_encoder_of_another_architecture_but_skips_a_head_of_ano
 
     torch.manual_seed(0)
     old_stem = get_config("lite")
-    old_stem.encoders["audio"] = {**old_stem.encoders["audio"], "cnn_width": 32, "cnn_strided_first": False}
+    old_stem.encoders["audio"] = {**old_stem.encoders["audio"], "hidden": 256}  # another projection width
     donor = save_checkpoint(tmp_path / "old_stem.safetensors", MMGModel(old_stem, [f"d{i}" for i in range(10)]))
     model = build_model("lite", [f"c{i}" for i in range(27)])
     before = {k: v.clone() for k, v in model.state_dict().items()}
