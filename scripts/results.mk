@@ -8,6 +8,9 @@
 #   lane 1: IMU (198 s) -> video (803) -> regular (366) -> missing (240) -> MLP (321)
 #           -> no-alignment (340)
 #   lane 2: FSDD (749; 1667 with the previous audio stem) -> few-shot (1026) -> zero-shot (517)
+# then the pose runs (issue 28; the first one extracts the UTD-MHAD pose into the clip cache:
+# ~45 min on one thread when the cache is cold, a few seconds when warm):
+#   lane 1: pose specialist -> pose + IMU;   lane 2: few-shot pose + IMU
 # A run's prerequisites are the checkpoints it starts from plus the run before it in its lane
 # (marked "lane"): make -j starts whatever is ready in list order, so without the lanes an
 # independent run would take the slot the IMU -> video chain needs next.
@@ -25,10 +28,12 @@ R := $(RUNS)/utd
 SPECIALISTS := --set init.0.checkpoint=$(R)/video/model.safetensors --set init.1.checkpoint=$(R)/imu/model.safetensors
 PLAIN := $(if $(filter 1,$(ABLATE_DISTILLATION)),$(R)/video-plain/model.safetensors)
 
-.PHONY: all $(TABLES)/utd-mhad/tables.md $(TABLES)/fsdd/tables.md $(TABLES)/utd-mhad/late_fusion.jsonl
+.PHONY: all $(TABLES)/utd-mhad/tables.md $(TABLES)/fsdd/tables.md $(TABLES)/utd-mhad/late_fusion.jsonl \
+  $(TABLES)/utd-mhad/pose.jsonl
 all: $(RUNS)/fsdd/audio/model.safetensors \
      $(foreach r,imu video regular missing fewshot mlp noalign zeroshot $(if $(PLAIN),video-plain),$(R)/$(r)/model.safetensors) \
-     $(TABLES)/fsdd/tables.md $(TABLES)/utd-mhad/late_fusion.jsonl $(TABLES)/utd-mhad/tables.md
+     $(TABLES)/fsdd/tables.md $(TABLES)/utd-mhad/late_fusion.jsonl $(TABLES)/utd-mhad/tables.md \
+     $(TABLES)/utd-mhad/pose.jsonl
 
 $(R)/imu/model.safetensors:
 	$(call train,unimodal_imu,$(@D),$(U))
@@ -74,4 +79,28 @@ $(TABLES)/utd-mhad/late_fusion.jsonl: | $(R)/regular/model.safetensors $(R)/miss
 	  printf '{"run": "%s", "modalities": "%s", "result": %s}\n' "$$run" "$$mods" "$$($(BIN)/mmg-eval accuracy \
 	    --checkpoint $(R)/$$run/model.safetensors $(U) --modalities $$mods --classifier ensemble --json)" >> $@.part \
 	  || exit 1; done; done
+	@mv $@.part $@ && cat $@
+
+# pose: specialist, pose + IMU (from the pose and IMU specialists), few-shot with pose
+$(R)/pose/model.safetensors: | $(R)/noalign/model.safetensors # lane
+	$(call train,unimodal_pose,$(@D),$(U))
+$(R)/pose_imu/model.safetensors: | $(R)/pose/model.safetensors $(R)/imu/model.safetensors # lane
+	$(call train,manyshot_pose_imu,$(@D),$(U) --set init.0.checkpoint=$(R)/pose/model.safetensors \
+	  --set init.1.checkpoint=$(R)/imu/model.safetensors)
+$(R)/fewshot_pose/model.safetensors: | $(R)/zeroshot/model.safetensors $(R)/pose/model.safetensors # lane
+	$(call train,fewshot_pose_meta,$(@D),$(U))
+# one JSON line per score: many-shot top-1 (fused and late fusion) and 5-way 5-shot on the novel classes
+POSE_ACCURACY := pose:pose:fused pose_imu:pose:fused pose_imu:imu:fused pose_imu:pose,imu:fused pose_imu:pose,imu:ensemble
+POSE_FEWSHOT := pose:pose pose:imu imu:pose imu:imu pose,imu:pose,imu
+$(TABLES)/utd-mhad/pose.jsonl: | $(R)/pose/model.safetensors $(R)/pose_imu/model.safetensors $(R)/fewshot_pose/model.safetensors
+	@echo "== pose scores"
+	@mkdir -p $(@D) && rm -f $@.part
+	@for row in $(POSE_ACCURACY); do set -- $$(echo "$$row" | tr : ' '); run=$$1 mods=$$2 cls=$$3; \
+	  printf '{"run": "%s", "modalities": "%s", "classifier": "%s", "result": %s}\n' "$$run" "$$mods" "$$cls" \
+	    "$$($(BIN)/mmg-eval accuracy --checkpoint $(R)/$$run/model.safetensors $(U) --modalities $$mods \
+	        --classifier $$cls --json)" >> $@.part || exit 1; done
+	@for row in $(POSE_FEWSHOT); do set -- $$(echo "$$row" | tr : ' '); sup=$$1 qry=$$2; \
+	  printf '{"run": "fewshot_pose", "support": "%s", "query": "%s", "result": %s}\n' "$$sup" "$$qry" \
+	    "$$($(BIN)/mmg-eval fewshot --checkpoint $(R)/fewshot_pose/model.safetensors $(U) --support $$sup \
+	        --query $$qry --episodes 600 --json)" >> $@.part || exit 1; done
 	@mv $@.part $@ && cat $@

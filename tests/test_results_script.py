@@ -22,7 +22,7 @@ from trainer.recipe import load_recipe
 from trainer.train_cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
-RUNS = ("imu", "video", "regular", "missing", "mlp", "noalign", "zeroshot", "fewshot")
+RUNS = ("imu", "video", "regular", "missing", "mlp", "noalign", "zeroshot", "fewshot", "pose", "pose_imu", "fewshot_pose")
 
 FAKE_TRAIN = r"""#!/usr/bin/env bash
 # stand-in for mmg-train: log argv, refuse a missing init checkpoint, "train" for a moment
@@ -142,8 +142,9 @@ def test_every_run_is_trained_once_two_at_a_time_then_the_tables(tmp_path: Path)
     # the two lanes' order; every run started after the runs it is initialised from finished
     # (the stand-in exits 3 on a missing init checkpoint, so success already says so)
     order = [line.split()[1] for line in log]
-    for lane in (("utd/imu", "utd/video", "utd/regular", "utd/missing", "utd/mlp", "utd/noalign"),
-                 ("fsdd/audio", "utd/fewshot", "utd/zeroshot")):
+    for lane in (("utd/imu", "utd/video", "utd/regular", "utd/missing", "utd/mlp", "utd/noalign", "utd/pose",
+                  "utd/pose_imu"),
+                 ("fsdd/audio", "utd/fewshot", "utd/zeroshot", "utd/fewshot_pose")):
         starts = [order.index(str(runs / r)) for r in lane]
         assert starts == sorted(starts), lane
     # the zero-shot run follows the few-shot run in lane 2, not the ablations of lane 1
@@ -158,6 +159,13 @@ def test_every_run_is_trained_once_two_at_a_time_then_the_tables(tmp_path: Path)
     assert [(r["run"], r["modalities"]) for r in late] == [
         (run, mods) for run in ("regular", "missing") for mods in ("video,imu", "imu", "video")]
     assert all(r["result"] == {"top1": 0.5, "n": 323} for r in late)
+    pose = [json.loads(line) for line in (tmp_path / "tables/utd-mhad/pose.jsonl").read_text().splitlines()]
+    assert [(r["run"], r["modalities"], r["classifier"]) for r in pose if "modalities" in r] == [
+        ("pose", "pose", "fused"), ("pose_imu", "pose", "fused"), ("pose_imu", "imu", "fused"),
+        ("pose_imu", "pose,imu", "fused"), ("pose_imu", "pose,imu", "ensemble")]
+    assert [(r["support"], r["query"]) for r in pose if "support" in r] == [
+        ("pose", "pose"), ("pose", "imu"), ("imu", "pose"), ("imu", "imu"), ("pose,imu", "pose,imu")]
+    assert all(r["result"] == {"top1": 0.5, "n": 323} for r in pose)
 
     # a second call trains nothing again, but makes the tables again
     (tmp_path / "logs" / "train.argv").unlink()
@@ -165,7 +173,7 @@ def test_every_run_is_trained_once_two_at_a_time_then_the_tables(tmp_path: Path)
     again = _run_make(tmp_path)
     assert again.returncode == 0, again.stderr
     assert _train_calls(tmp_path) == []
-    assert len((tmp_path / "logs" / "eval.argv").read_text().splitlines()) == 2 + 6
+    assert len((tmp_path / "logs" / "eval.argv").read_text().splitlines()) == 2 + 6 + 10
 
 
 @pytest.mark.parametrize("run", RUNS + ("video-plain",))
