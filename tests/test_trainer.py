@@ -327,3 +327,22 @@ def test_init_refuses_an_encoder_of_another_architecture_but_skips_a_head_of_ano
     imu_keys = [k for k in after if k.startswith("encoders.imu")]
     assert imu_keys and all(torch.equal(after[k], donor_state[k]) for k in imu_keys)
     assert all(torch.equal(after[k], before[k]) for k in after if k.startswith("classifier"))
+
+
+def test_model_card_pairs_cover_every_modality_and_the_card_renders():
+    from trainer.model_card import fewshot_pairs, render
+
+    pairs = fewshot_pairs(["video", "imu", "pose"])
+    assert pairs[0] == (["video", "imu", "pose"], ["video", "imu", "pose"])
+    singles = [(s[0], q[0]) for s, q in pairs if len(s) == 1]
+    assert sorted(singles) == sorted((a, b) for a in ("video", "imu", "pose") for b in ("video", "imu", "pose"))
+    assert len(pairs) == 1 + 3 + 9
+    assert fewshot_pairs(["imu"]) == [(["imu"], ["imu"])]
+    metrics = {"classes": ["swipe left", "no action"], "sha256": "ab", "parameters_m": 3.0, "classifier": "ensemble",
+               "trained": {"encoders": ["imu", "pose"], "fusion": ["imu", "pose"], "classifier_modalities": ["imu", "pose"]},
+               "manyshot": [{"modalities": ["pose"], "top1": 0.86, "n": 322}],
+               "fewshot": [{"dataset": "utd-mhad novel", "support": ["pose"], "query": ["imu"], "acc": 0.7,
+                            "ci95": 0.01, "episodes": 600}]}
+    card = render(metrics)
+    assert "| pose | 86.0 | 322 |" in card and "| utd-mhad novel | pose | imu | 70.0 ± 1.0 | 600 |" in card
+    assert 'and "no action"' in card and "reads imu + pose" in card

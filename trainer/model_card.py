@@ -6,7 +6,8 @@ same functions as ``mmg-eval``:
 * many-shot top-1 on UTD-MHAD test subjects 2, 4, 6 over the checkpoint's classes, for every
   subset of the modalities its classifier reads;
 * 5-way 5-shot accuracy (600 episodes, 95 % CI) on the 6 novel UTD-MHAD classes for every
-  support → query pair of video, IMU and both;
+  support → query pair of the classifier's single modalities, and from all of them together to
+  each (:func:`fewshot_pairs`);
 * 5-way 5-shot on FSDD's held-out speaker from audio alone (how well sound-based custom
   actions can work with its audio entry);
 
@@ -24,11 +25,20 @@ from typing import Any, Sequence
 
 from mmg_live.checkpoint import load_checkpoint
 from mmg_live.models.profile import count_params
+from mmg_live.no_action import NO_ACTION
 from trainer.datasets import class_count, class_subset
 from trainer.evaluate import accuracy, embeddings, few_shot, load_eval_set, modality_subsets
 
-PAIRS = [(["video", "imu"], ["video", "imu"]), (["video", "imu"], ["imu"]), (["video", "imu"], ["video"]),
-         (["video"], ["imu"]), (["imu"], ["video"]), (["imu"], ["imu"]), (["video"], ["video"])]
+
+
+def fewshot_pairs(modalities: Sequence[str]) -> list[tuple[list[str], list[str]]]:
+    """Support → query pairs of the card: all → all, all → each, then every ordered pair of
+    single modalities (same-modality pairs first)."""
+    every = list(modalities)
+    if len(every) == 1:
+        return [(every, every)]
+    pairs = [(every, every)] + [(every, [m]) for m in every]
+    return pairs + [([m], [m]) for m in every] + [([a], [b]) for a in every for b in every if a != b]
 
 
 def measure(checkpoint: Path, utd: Path, fsdd: Path | None, episodes: int = 600) -> dict[str, Any]:
@@ -43,11 +53,15 @@ def measure(checkpoint: Path, utd: Path, fsdd: Path | None, episodes: int = 600)
         data = load_eval_set(model, "utd-mhad", utd, ["2", "4", "6"], mods)
         out["manyshot"].append({"modalities": mods, **accuracy(model, data, mods)})
     novel = class_subset("novel", "utd-mhad", class_count("utd-mhad", utd))
-    data = load_eval_set(model, "utd-mhad", utd, ["1", "2", "3", "4", "5", "6"], ["video", "imu"], classes=novel)
-    emb = {"+".join(m): embeddings(model, data, m) for m in (["video"], ["imu"], ["video", "imu"])}
-    for support, query in PAIRS:
+    data = load_eval_set(model, "utd-mhad", utd, ["1", "2", "3", "4", "5", "6"], readable, classes=novel)
+    data = data.having(readable)  # support and query embed the same clips
+    pairs = fewshot_pairs(readable)
+    sets = {"+".join(m): m for pair in pairs for m in pair}
+    emb = {key: embeddings(model, data, mods) for key, mods in sets.items()}
+    for support, query in pairs:
         res = few_shot(emb["+".join(support)], emb["+".join(query)], data.labels.tolist(), episodes=episodes)
-        out["fewshot"].append({"dataset": "utd-mhad novel", "support": support, "query": query, **res.to_dict()})
+        out["fewshot"].append({"dataset": "utd-mhad novel", "support": support, "query": query,
+                               "clips": len(data), **res.to_dict()})
     if fsdd is not None and "audio" in model.trained.fusion:
         data = load_eval_set(model, "fsdd", fsdd, None, ["audio"], classes=list(range(10)))
         e = embeddings(model, data, ["audio"])
@@ -70,57 +84,74 @@ def render(metrics: dict[str, Any]) -> str:
     t = metrics["trained"]
     scoring = ("the geometric mean of the fused classifier and the unimodal heads of the live "
                "modalities (late fusion)" if metrics.get("classifier") == "ensemble" else "the fused classifier")
+    no_action = NO_ACTION in metrics["classes"]
+    reads = " + ".join(t["classifier_modalities"])
     return f"""# Model card: mmg-live default model (`default.safetensors`)
 
-**What it is.** The `lite` configuration of mmg-live (small 3-D CNN on 16×64×64 gray frames
-with temporal-difference channels, AST-style audio transformer on 128-bin log-mel fbank, IMU
-transformer over accel+gyro patches, attention fusion), {metrics['parameters_m']} M parameters.
-It recognises {len(metrics['classes'])} UTD-MHAD actions from video, IMU or both, and embeds
-any subset of video, audio and IMU into one space for custom actions recorded in the app.
+**What it is.** The `lite` configuration of mmg-live, {metrics['parameters_m']} M trained
+parameters: a small 3-D CNN on 16×64×64 gray frames with temporal-difference channels (video), a
+transformer over 15 of the 33 BlazePose landmarks that MediaPipe finds in each camera frame (pose), an
+IMU transformer over accel + gyro, a trained projection over a frozen pretrained speech
+embedding (audio; EfficientWord-Net's ResNet-50, run by onnxruntime, not counted above), and
+attention fusion over any subset of them. Its base classifier reads {reads} and knows
+{len(metrics['classes'])} classes: {len(metrics['classes']) - no_action} UTD-MHAD actions{' and "no action"' if no_action else ''};
+custom actions recorded in the app can use any subset of the four modalities.
 
-**Its video branch saw depth, not RGB.** UTD-MHAD's Kinect depth maps, rendered to 8-bit gray
-(near = bright), are its only video. A colour webcam's frames look different: expect the base
-classes to work from the IMU and from depth-like input; use custom actions (enrolled from your
-own camera) for everything else.
+**A colour webcam works through pose.** Its video branch saw only UTD-MHAD's Kinect depth maps,
+rendered to 8-bit gray (`trained_on = "depth"` in its header), so the engine leaves a colour
+camera's video idle and predicts from pose (estimated from the same frames), the IMU and, for
+custom actions, audio. Pose was learned from landmarks that the same MediaPipe estimator found
+in the rendered depth frames, the path live pose takes on colour video.
+
+**"No action" is an answer**{'' if no_action else ' only with an idle class, which this model lacks'}. The
+idle class was learned from still clips made from each training trial's first and last moment
+held still (the video frame, the IMU sample and the landmarks, with the sensor's jitter added);
+the app shows it as its own state, not as an action.
 
 ## Data
 - **UTD-MHAD** (University of Texas at Dallas Multimodal Human Action Dataset; Chen, Jafari,
   Kehtarnavaz, ICIP 2015): depth video (30 fps) + wrist/thigh inertial sensor (accel + gyro,
-  ~50 Hz), 27 actions, 8 subjects × 4 trials. Trained on subjects 1, 3, 5 and only the 21 *base*
-  classes; the 6 *novel* classes (clap, draw x, boxing, tennis serve, walk, squat) and subjects
-  2, 4, 6 were never trained on. Licence: free for research use; cite the paper — check its
-  terms before any commercial use.
-- **FSDD** (Free Spoken Digit Dataset, CC BY-SA 4.0): spoken digits. The audio encoder was
-  trained on speakers george, jackson, lucas; nicolas is held out. It is the only real audio
-  available to this project, so the audio branch knows speech-like sounds, not actions.
+  ~50 Hz), 27 actions, 8 subjects × 4 trials; pose extracted from the depth frames by MediaPipe
+  BlazePose (`mediapipe==0.10.21`, Apache-2.0). Trained on subjects 1, 3, 5 and only the 21
+  *base* classes; the 6 *novel* classes (clap, draw x, boxing, tennis serve, walk, squat) and
+  subjects 2, 4, 6 were never trained on. Licence: free for research use; cite the paper —
+  check its terms before any commercial use.
+- **FSDD** (Free Spoken Digit Dataset, CC BY-SA 4.0): spoken digits. The audio projection was
+  trained on speakers george, jackson, lucas; nicolas is held out. The speech embedding under
+  it (`efficientword-net==1.0.5`, Apache-2.0) was trained on many speakers by its authors.
+  FSDD is the only real audio here, so the audio branch knows speech, not action sounds.
 
 Base classes: {classes}.
 
 ## How it was trained
-`make default-model` (= `scripts/make_default_model.sh`):
-1. `mmg-train unimodal_imu` and `unimodal_video` with `--set classes="base"` (CE, specialists);
-2. `mmg-train default_utd`: from the specialists, multimodal supervised CE + 0.1 · alignment
-   (video anchor vs IMU) with 50 % modality dropout, then cross-modal meta-training with the
-   prototypical loss (support and query from different modality sets) plus CE;
-3. `mmg-train unimodal_audio` on FSDD, then `mmg-train default_audio_fusion`: prototypical
-   episodes on audio training only the audio encoder and the fusion's audio entry, every
-   shared weight frozen;
+`make default-model` (= `scripts/make_default_model.sh`), all with `--set classes="base"
+idle_class=true`:
+1. `mmg-train unimodal_imu`, `unimodal_video` (IMU-distilled) and `unimodal_pose` (CE, the
+   specialists);
+2. `mmg-train default_utd`: from the specialists, multimodal supervised CE + alignment with
+   modality dropout, then cross-modal meta-training with the prototypical loss (support and
+   query from different modality sets) plus CE;
+3. `mmg-train unimodal_audio` on FSDD (the projection over the frozen speech embedding), then
+   `mmg-train default_audio_fusion`: prototypical episodes on audio training only the audio
+   projection and the fusion's audio entry, every shared weight frozen;
 4. `python -m trainer.compose ... --classifier ensemble` merges the audio parts into the
-   UTD-MHAD model after checking that no shared weight changed, so video + IMU embeddings are
-   exactly those of step 2, and stores the base-class scoring: {scoring}.
+   UTD-MHAD model after checking that no shared weight changed, so the video, pose and IMU
+   embeddings are exactly those of step 2, and stores the base-class scoring: {scoring}.
 
 Trained parts: encoders {', '.join(t['encoders'])}; fusion {', '.join(t['fusion'])}; the base
 classifier reads {', '.join(t['classifier_modalities'])} (audio only feeds custom actions).
 
 ## Metrics (measured by `python -m trainer.model_card`, lite config, CPU)
 Many-shot top-1 on the base classes, test subjects 2, 4, 6, each clip classified from the
-window ending at its last sample (what the live engine sees at the end of an action):
+window ending at its last sample (what the live engine sees at the end of an action); a clip
+counts for a modality set when it has all of it (pose: a person found in the window):
 
 | modalities | top-1 % | clips |
 |---|---|---|
 {many}
 
-Few-shot 5-way 5-shot (5 queries per class; mean ± 95 % CI over the episodes):
+Few-shot 5-way 5-shot on the novel classes, subjects 1–6 (5 queries per class; mean ± 95 % CI
+over the episodes):
 
 | data | support | query | accuracy % | episodes |
 |---|---|---|---|---|
@@ -135,7 +166,8 @@ video to video.
 
 ## Limits
 - Six people performing scripted actions in one lab; different sensor placement, speed or
-  camera viewpoint will lower accuracy. Depth-only video (see above).
+  camera viewpoint will lower accuracy. Depth-only video (see above); pose from colour video
+  differs from pose from depth renders in ways not measured here (no labelled colour data).
 - The audio branch was never trained on action sounds.
 - Checkpoint SHA-256: `{metrics['sha256']}`.
 """
