@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from mmg_live.checkpoint import load_checkpoint
 from mmg_live.models.profile import count_params
 from mmg_live.no_action import NO_ACTION
+from trainer.data.cache import Cache
 from trainer.datasets import class_count, class_subset
 from trainer.evaluate import accuracy, embeddings, few_shot, load_eval_set, modality_subsets
 
@@ -49,11 +50,13 @@ def measure(checkpoint: Path, utd: Path, fsdd: Path | None, episodes: int = 600)
                            "classes": list(model.class_names), "trained": model.trained.to_dict(),
                            "parameters_m": round(count_params(model) / 1e6, 2),
                            "classifier": model.config.classifier, "manyshot": [], "fewshot": []}
+    cache = Cache()  # the clip cache mmg-eval uses: decoded trials and extracted pose are read once
+    test = load_eval_set(model, "utd-mhad", utd, ["2", "4", "6"], readable, cache=cache)
     for mods in modality_subsets(readable):
-        data = load_eval_set(model, "utd-mhad", utd, ["2", "4", "6"], mods)
-        out["manyshot"].append({"modalities": mods, **accuracy(model, data, mods)})
+        out["manyshot"].append({"modalities": mods, **accuracy(model, test, mods)})
     novel = class_subset("novel", "utd-mhad", class_count("utd-mhad", utd))
-    data = load_eval_set(model, "utd-mhad", utd, ["1", "2", "3", "4", "5", "6"], readable, classes=novel)
+    data = load_eval_set(model, "utd-mhad", utd, ["1", "2", "3", "4", "5", "6"], readable, classes=novel,
+                         cache=cache)
     data = data.having(readable)  # support and query embed the same clips
     pairs = fewshot_pairs(readable)
     sets = {"+".join(m): m for pair in pairs for m in pair}
@@ -63,7 +66,7 @@ def measure(checkpoint: Path, utd: Path, fsdd: Path | None, episodes: int = 600)
         out["fewshot"].append({"dataset": "utd-mhad novel", "support": support, "query": query,
                                "clips": len(data), **res.to_dict()})
     if fsdd is not None and "audio" in model.trained.fusion:
-        data = load_eval_set(model, "fsdd", fsdd, None, ["audio"], classes=list(range(10)))
+        data = load_eval_set(model, "fsdd", fsdd, None, ["audio"], classes=list(range(10)), cache=cache)
         e = embeddings(model, data, ["audio"])
         res = few_shot(e, e, data.labels.tolist(), episodes=episodes)
         out["fewshot"].append({"dataset": "fsdd held-out speaker", "support": ["audio"], "query": ["audio"],
