@@ -22,7 +22,8 @@ from trainer.recipe import load_recipe
 from trainer.train_cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
-RUNS = ("imu", "video", "regular", "missing", "mlp", "noalign", "zeroshot", "fewshot", "pose", "pose_imu", "fewshot_pose")
+RUNS = ("imu", "video", "regular", "missing", "mlp", "noalign", "zeroshot", "fewshot",
+        "pose", "pose_imu", "fewshot_pose")
 
 FAKE_TRAIN = r"""#!/usr/bin/env bash
 # stand-in for mmg-train: log argv, refuse a missing init checkpoint, "train" for a moment

@@ -339,7 +339,8 @@ def test_model_card_pairs_cover_every_modality_and_the_card_renders():
     assert len(pairs) == 1 + 3 + 9
     assert fewshot_pairs(["imu"]) == [(["imu"], ["imu"])]
     metrics = {"classes": ["swipe left", "no action"], "sha256": "ab", "parameters_m": 3.0, "classifier": "ensemble",
-               "trained": {"encoders": ["imu", "pose"], "fusion": ["imu", "pose"], "classifier_modalities": ["imu", "pose"]},
+               "trained": {"encoders": ["imu", "pose"], "fusion": ["imu", "pose"],
+                           "classifier_modalities": ["imu", "pose"]},
                "manyshot": [{"modalities": ["pose"], "top1": 0.86, "n": 322}],
                "fewshot": [{"dataset": "utd-mhad novel", "support": ["pose"], "query": ["imu"], "acc": 0.7,
                             "ci95": 0.01, "episodes": 600}]}

@@ -89,6 +89,7 @@ def render(metrics: dict[str, Any]) -> str:
                "modalities (late fusion)" if metrics.get("classifier") == "ensemble" else "the fused classifier")
     no_action = NO_ACTION in metrics["classes"]
     reads = " + ".join(t["classifier_modalities"])
+    idle_phrase = ' and "no action"' if no_action else ""
     return f"""# Model card: mmg-live default model (`default.safetensors`)
 
 **What it is.** The `lite` configuration of mmg-live, {metrics['parameters_m']} M trained
@@ -97,7 +98,7 @@ transformer over 15 of the 33 BlazePose landmarks that MediaPipe finds in each c
 IMU transformer over accel + gyro, a trained projection over a frozen pretrained speech
 embedding (audio; EfficientWord-Net's ResNet-50, run by onnxruntime, not counted above), and
 attention fusion over any subset of them. Its base classifier reads {reads} and knows
-{len(metrics['classes'])} classes: {len(metrics['classes']) - no_action} UTD-MHAD actions{' and "no action"' if no_action else ''};
+{len(metrics['classes'])} classes: {len(metrics['classes']) - no_action} UTD-MHAD actions{idle_phrase};
 custom actions recorded in the app can use any subset of the four modalities.
 
 **A colour webcam works through pose.** Its video branch saw only UTD-MHAD's Kinect depth maps,
