@@ -282,10 +282,11 @@ def run_phase(name: str, engine, seconds: float, rss_every: float = 10.0, probe=
     return {**summarise(name, got, engine.stats(), elapsed, rss, smoothing, engine.prototypes), **measured}
 
 
-def capture(engine, timeout: float = 30.0) -> tuple[dict, float]:
+def capture(engine, timeout: float = 30.0, never: frozenset[str] = frozenset()) -> tuple[dict, float]:
     """One window from ``engine.capture_inputs``, waiting (up to ``timeout`` s) for one in which
-    every trained stream is live (a replayed session has pauses between its trials)."""
-    wanted = set(engine.trained_modalities())
+    every trained stream is live (a replayed session has pauses between its trials), except the
+    modalities in ``never`` (a colour camera never feeds a depth-trained video encoder)."""
+    wanted = set(engine.trained_modalities()) - never
     deadline = host_now() + timeout
     while True:
         tensors, problems, t_end = engine.capture_inputs()
@@ -296,12 +297,13 @@ def capture(engine, timeout: float = 30.0) -> tuple[dict, float]:
         time.sleep(0.1)
 
 
-def enrol(engine, bank, name: str, examples: int = ENROL_EXAMPLES, gap: float = 0.2) -> dict[str, Any]:
+def enrol(engine, bank, name: str, examples: int = ENROL_EXAMPLES, gap: float = 0.2,
+          never: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Capture ``examples`` windows ``gap`` s apart through ``engine.capture_inputs`` (as the GUI's
     recording dialog does), then time enrolling them as action ``name`` (its "Finish")."""
     captured = []
     for _ in range(examples):
-        captured.append(capture(engine))
+        captured.append(capture(engine, never=never))
         time.sleep(gap)
     t0 = time.perf_counter()
     bank.add_examples(name, [tensors for tensors, _ in captured],
@@ -490,7 +492,9 @@ def camera_run(args: argparse.Namespace, model, device: str, camera_file: str, c
         pose = PoseStream(camera, rate_hz=args.pose_rate)
     probe = ResourceProbe(camera, pose)
     sources = ([pose] if pose is not None else []) + [camera, *replay]  # the pose thread first: no frame missed
-    run = measure(args, model, device, sources, engine_sees_sources=True, probe=probe)
+    trained_on = model.config.specs.video.trained_on
+    never = frozenset({"video"}) if trained_on and trained_on != "colour" else frozenset()
+    run = measure(args, model, device, sources, engine_sees_sources=True, probe=probe, never=never)
     run["pose"] = with_pose
     return run
 
@@ -723,7 +727,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def measure(args: argparse.Namespace, model, device: str, sources: Sequence, engine_sees_sources: bool = False,
-            probe=None) -> dict[str, Any]:
+            probe=None, never: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Both phases on ``sources`` (started here, stopped at the end): wait for full windows, warm
     up, ``baseline``, enrol two custom actions, ``full``. With ``engine_sees_sources`` the engines
     get the sources as mmg-live gives them (their health: device errors, ended streams, the
@@ -751,7 +755,7 @@ def measure(args: argparse.Namespace, model, device: str, sources: Sequence, eng
         engine = InferenceEngine(model, buffers.synchronizer, streams, stride_s=args.stride, smoothing="ema",
                                  device=device, prototypes=bank, trim_memory_s=args.trim_memory_s,
                                  sources=engine_sources)
-        enrolments = [enrol(engine, bank, "custom_a"), enrol(engine, bank, "custom_b")]
+        enrolments = [enrol(engine, bank, "custom_a", never=never), enrol(engine, bank, "custom_b", never=never)]
         engine.warm_up()  # with the custom actions enrolled: every subset through the bank too
         full = run_phase("full", engine, args.seconds, probe=probe)
     finally:
