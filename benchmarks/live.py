@@ -599,8 +599,14 @@ def camera_main(args: argparse.Namespace, model, model_desc: str, device: str, a
                          f"{missing} (e.g. a depth-trained video encoder leaves colour video idle)")
     plain = runs["no_pose"]["full"]["stage_ms_p50"]
     if plain["preprocess"] > plain["encode_fuse"]:
+        encoded = runs["no_pose"]["full"].get("modalities", {})
+        causes = []
+        if any("audio" in k.split("+") for k in encoded) and model.config.specs.audio.frontend == "speech_embedding":
+            causes.append("audio preprocessing runs the frozen speech embedding (an ONNX ResNet-50)")
+        if any("video" in k.split("+") for k in encoded):
+            causes.append("the video path reads the camera's full-size frames")
         notes.append(f"without pose, preprocessing (p50 {plain['preprocess']} ms) costs more than encoding and "
-                     f"fusing (p50 {plain['encode_fuse']} ms): the video path reads the camera's full-size frames")
+                     f"fusing (p50 {plain['encode_fuse']} ms)" + (": " + "; ".join(causes) if causes else ""))
     if "pose" not in usable_modalities(model):
         notes.append("the model has no trained pose encoder: the pose run estimates pose but never encodes it")
     if args.pose_rate <= CAMERA_GOALS[0][2]:
