@@ -719,7 +719,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              f"{CAMERA_FPS:g} fps (default 640x480); 'native': the file as it is")
     parser.add_argument("--pose-rate", type=float, default=15.0, metavar="HZ",
                         help="with --camera: the pose stream's most estimates per second (default 15)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: as mmg-live, one fewer than torch's default)")
     parser.add_argument("--trim-memory-s", type=float, default=10.0,
                         help="the engine's heap trim period in seconds (default 10, as mmg-live; 0: never)")
     args = parser.parse_args(argv)
@@ -775,9 +776,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     from mmg_live.live.memory import limit_malloc_arenas
 
+    from mmg_live.live.threads import set_inference_threads
+
     arenas_capped = limit_malloc_arenas()  # as mmg-live does, before any thread starts
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_inference_threads(args.threads)  # as mmg-live does
     from mmg_live.models.mmg import select_device
     from mmg_live.prototypes import usable_modalities
 

@@ -29,6 +29,7 @@ from devices.base import host_now
 from mmg_common import one_line
 from mmg_live.device_arguments import add_device_arguments, add_remote_arguments, device_config
 from mmg_live.live.memory import limit_malloc_arenas
+from mmg_live.live.threads import set_inference_threads
 from mmg_live.options import LiveOptions
 from mmg_live.sources import (OpenedSource, all_finished, calibration_record, device_settings, load_calibration,
                               open_sources, parse_imu_spec)
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--stride", type=float, default=0.25, metavar="S",
                      help="seconds between predictions (default 0.25; windows are skipped, never queued, "
                           "when inference is slower)")
+    inf.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="torch threads for inference (default: one fewer than the CPU cores torch would use, "
+                          "at least 1: capture and pose estimation need the rest)")
     inf.add_argument("--publish", metavar="ENDPOINT", nargs="?", const="tcp://127.0.0.1:5556",
                      help="publish predictions over ZeroMQ (default tcp://127.0.0.1:5556)")
     return p
@@ -304,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--speed must be > 0, got {args.speed:g}")
     if args.pose_rate <= 0:
         parser.error(f"--pose-rate must be > 0, got {args.pose_rate:g}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     options = live_options(args)
     try:
         if options.demo:
@@ -317,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(one_line(exc))
     if options.record and (Path(options.record) / "session.json").exists():
         parser.error(f"--record {options.record}: already holds a session; choose a new folder")
+    if not options.headless or options.runs_inference:
+        set_inference_threads(args.threads)
     if not options.headless:
         return _run_gui(options)  # the GUI session derives pose only for a model that reads it
     if options.devices.empty():

@@ -12,6 +12,18 @@ from mmg_live.paths import data_root
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """``mmg_live.cli.main`` sets the process's torch threads for inference, as the app must; a
+    test that calls it in-process must not slow the tests after it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_clip_cache(tmp_path_factory: pytest.TempPathFactory):
     """Commands under test cache decoded clips in a folder of the test session, not the user's."""

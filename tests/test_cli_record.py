@@ -112,6 +112,7 @@ def test_no_source_opens_exits_nonzero(tmp_path: Path, capsys: pytest.CaptureFix
         (["--headless", "--replay", "x", "--calibration", "/nonexistent/c.json"],
          "/nonexistent/c.json: calibration profile not found"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+        (["--headless", "--replay", "x", "--threads", "0"], "--threads must be >= 1, got 0"),
     ],
 )
 def test_argument_errors_are_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:

@@ -357,3 +357,41 @@ def test_centred_mean_fusion_subtracts_each_modality_centre():
         torch.testing.assert_close(fused[2], unit["video"][2])
         # the same weights without centres give a different embedding (the centres are used)
         assert not torch.allclose(plain.fuse(plain.encode_batch(inputs)), model.fuse(model.encode_batch(inputs)))
+
+
+def test_cpu_inference_form_of_the_lite_video_cnn_gives_the_same_outputs() -> None:
+    """The engine runs the lite video CNN folded into oneDNN form: same tokens and pooled vector,
+    the trained model untouched; models without such an encoder (paper) are returned as they are."""
+    from mmg_live.models.cpu_inference import cpu_inference_model
+    from mmg_live.models.video import OneDnnSmall3DCNN, Small3DCNN
+
+    torch.manual_seed(0)
+    model = build_model("lite", ["a", "b"])
+    for module in model.modules():  # BatchNorm statistics other than the initial 0/1
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    assert cpu_inference_model(model) is model  # training mode: nothing to fold yet
+    model.eval()
+    fast = cpu_inference_model(model)
+    assert isinstance(fast.encoders["video"], OneDnnSmall3DCNN)
+    assert isinstance(model.encoders["video"], Small3DCNN)
+    spec = model.config.specs.video
+    x = torch.rand(2, spec.channels, spec.frames, spec.size, spec.size)
+    with torch.inference_mode():
+        want_tokens, want_pooled = model.encoders["video"](x)
+        got_tokens, got_pooled = fast.encoders["video"](x)
+    assert got_tokens.shape == want_tokens.shape and got_pooled.shape == want_pooled.shape
+    assert torch.allclose(got_tokens, want_tokens, atol=1e-4) and torch.allclose(got_pooled, want_pooled, atol=1e-4)
+    paper = build_model("paper", ["a", "b"]).eval()
+    assert cpu_inference_model(paper) is paper
+
+
+def test_inference_threads_leave_a_core_to_capture_and_pose() -> None:
+    from mmg_live.live.threads import default_inference_threads, set_inference_threads
+
+    before = torch.get_num_threads()
+    assert default_inference_threads() == max(1, before - 1)
+    assert set_inference_threads(1) == 1 and torch.get_num_threads() == 1
+    with pytest.raises(ValueError):
+        set_inference_threads(0)
