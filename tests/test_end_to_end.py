@@ -2,10 +2,12 @@
 through the device layer (ReplaySource, plus the pose stream estimated live from the replayed
 depth frames) → ring buffers → the threaded InferenceEngine.
 
-* many-shot: every base-class trial of the held-out subjects 2, 4, 6 (21 actions × 3 subjects
-  × 4 trials = 252, the whole held-out set: no friendlier subset); the prediction at the end of
-  each trial must match its label for ≥ 85 % of them (the issue's bar); then
-  video is switched off mid-run and predictions keep coming from the IMU, with no error;
+* many-shot, from the command line (`mmg-live --headless --replay --jsonl`): every base-class
+  trial of the held-out subjects 2, 4, 6 (21 actions × 3 subjects × 4 trials = 252, the whole
+  held-out set: no friendlier subset); the prediction at the end of each trial must match its
+  label for ≥ 85 % of them (the issue's bar);
+* in process, a short replay: video is switched off mid-run and predictions keep coming from the
+  IMU, with no error;
 * few-shot: the 6 novel classes (never trained on) are enrolled from 5 replayed trials each
   with video + IMU, then other trials of those classes are replayed with the IMU alone; the
   best-ranked custom action must be the right one for ≥ 75 % of them (how often it tops the
@@ -98,86 +100,39 @@ class ReplayRun:
 
 
 @dataclass
-class HeldOutRun:
-    """The in-process replay of every base-class trial of the held-out subjects (see below)."""
+class HeldOutSession:
+    """Every base-class trial of the held-out subjects, written as one session folder."""
 
     folder: Path
-    run: ReplayRun
-    stats: dict
     scored: list[DemoTrial]
-    switched: list[DemoTrial]
-    t_off: float
-
-    def accuracy(self) -> float:
-        """Share of scored trials whose end-of-trial prediction is the trial's label."""
-        return sum(self.run.at_end_of(t) is not None and self.run.at_end_of(t).label == t.label
-                   for t in self.scored) / len(self.scored)
 
 
 @pytest.fixture(scope="module")
-def held_out_run(default_model, utd_mhad_dir, fsdd_dir, tmp_path_factory) -> HeldOutRun:
+def held_out_session(utd_mhad_dir, fsdd_dir, tmp_path_factory) -> HeldOutSession:
     """Every trial of every base action by the three held-out subjects (252 trials, about 14 min
     at 1x; a subset would make the 85 % bar depend on which trials were picked: the first 84 of
-    this order gave 84.5 %), then 4 more trials during which video is switched off."""
+    this order gave 84.5 %)."""
     folder = tmp_path_factory.mktemp("held-out") / "session"
     trials = [(a, s, t) for t in (1, 2, 3, 4) for s in TEST_SUBJECTS for a in BASE_ACTIONS]
-    n_scored = len(trials)
-    trials += [(a, TEST_SUBJECTS[k % 3], 1) for k, a in enumerate(BASE_ACTIONS[:4])]  # video off here
-    placed = write_trial_session(folder, utd_mhad_dir, trials, fsdd_dir, gap_s=1.0)
-    scored, switched = placed[:n_scored], placed[n_scored:]
-    run = ReplayRun(folder, default_model, speed=1.0, stride=0.1)
-    run.start()
-    try:
-        run.wait_until(switched[0].t0)
-        run.engine.set_enabled("video", False)
-        t_off = host_now()
-        run.wait_until(switched[-1].t1 + 0.5)
-    finally:
-        stats = run.stop()
-    return HeldOutRun(folder, run, stats, scored, switched, t_off)
+    return HeldOutSession(folder, write_trial_session(folder, utd_mhad_dir, trials, fsdd_dir, gap_s=1.0))
+
+
+def trial_end_prediction(preds: list[dict], trial: DemoTrial, stride: float) -> dict | None:
+    """What the user sees as the action ends, from JSON lines alone: the last prediction whose
+    ``t_source`` (recording time of the window end) falls in the trial or up to one stride after it."""
+    inside = [p for p in preds if trial.t0 < p["t_source"] <= trial.t1 + stride]
+    return inside[-1] if inside else None
 
 
 @pytest.mark.timeout(2400)
-def test_default_model_on_replayed_held_out_trials_and_video_switched_off(held_out_run):
-    run, stats, scored, switched = held_out_run.run, held_out_run.stats, held_out_run.scored, held_out_run.switched
-    results = []
-    for trial in scored:
-        pred = run.at_end_of(trial)
-        results.append((trial.label, None if pred is None else pred.label,
-                        None if pred is None else pred.modalities))
-    correct = sum(label == got for label, got, _ in results)
-    for after in (0.0, 0.25, 0.5):  # for the record: the same run read a little earlier / later
-        preds = [run.at_end_of(t, after) for t in scored]
-        print(f"reading {after:+.2f} s after the trial: "
-              f"{sum(p is not None and p.label == t.label for p, t in zip(preds, scored))}/{len(scored)}")
-    print(f"\nend of trial, video+IMU: {correct}/{len(results)} correct; "
-          f"latency p50/p95 {stats['latency_ms']['p50']:.1f}/{stats['latency_ms']['p95']:.1f} ms, "
-          f"skipped {stats['skipped']}")
-    for label, got, mods in results:
-        print(f"  {label:32s} -> {got} {mods}")
-    answered = [mods for _, got, mods in results if got is not None]
-    with_pose = sum("pose" in mods for mods in answered) / max(1, len(answered))
-    print(f"trial-end predictions that read pose: {with_pose:.1%}")
-    assert all(mods in (["video", "imu"], ["video", "imu", "pose"]) for mods in answered)
-    assert with_pose >= 0.9  # the person is found in 96.6 % of UTD-MHAD depth frames
-    # the issue's bar; MODEL_CARD.md reports the same 252 clips classified offline from the window
-    # ending at their last sample
-    assert correct / len(results) >= 0.85, results
-    after = [p for p in run.predictions if p.emitted > held_out_run.t_off + 0.2]
-    assert len(after) >= 20, f"only {len(after)} predictions after video was switched off"
-    assert all(p.modalities in (["imu"], ["imu", "pose"]) for p in after)  # pose still comes from the camera
-    assert stats["errors"] == 0, stats["last_error"]
-    imu_hits = sum(run.at_end_of(t) is not None and run.at_end_of(t).label == t.label for t in switched)
-    print(f"after switching video off: {len(after)} predictions from the IMU; end-of-trial {imu_hits}/{len(switched)}")
-
-
-@pytest.mark.timeout(2400)
-def test_command_line_replay_scored_from_t_source_matches_the_in_process_run(held_out_run, tmp_path):
-    """`mmg-live --headless --replay DIR --jsonl F` on the same session: each trial is scored from
-    the JSON lines alone, by the last prediction whose ``t_source`` (recording time of the window
-    end) falls in the trial or up to one stride after it, as the in-process run is scored; the
-    accuracy must agree within 2 points, and latency p95 must stay <= 100 ms counting every
-    prediction from the first (no warm-up is excused)."""
+def test_default_model_on_the_replayed_held_out_session_from_the_command_line(held_out_session, default_model,
+                                                                                tmp_path):
+    """`mmg-live --headless --replay DIR --jsonl F` on the held-out session, at 1x with pose
+    estimated live from the replayed depth frames: each trial is scored from the JSON lines alone
+    by its trial-end prediction; >= 85 % must be right (the issue's bar; MODEL_CARD.md reports the
+    same 252 clips classified offline from the window ending at their last sample), >= 90 % of
+    the answers must read pose, and latency p95 must stay <= 100 ms counting every prediction from
+    the first (no warm-up is excused)."""
     import json
     import os
     import subprocess
@@ -185,30 +140,72 @@ def test_command_line_replay_scored_from_t_source_matches_the_in_process_run(hel
 
     stride = 0.1
     jsonl = tmp_path / "predictions.jsonl"
-    last = held_out_run.scored[-1]
+    scored = held_out_session.scored
     # the replay ends by itself (Health.finished) after the session's last trial
-    cmd = [sys.executable, "-m", "mmg_live.cli", "--headless", "--replay", str(held_out_run.folder),
+    cmd = [sys.executable, "-m", "mmg_live.cli", "--headless", "--replay", str(held_out_session.folder),
            "--jsonl", str(jsonl), "--stride", str(stride)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True,
-                          text=True, timeout=last.t1 + 300)
+                          text=True, timeout=scored[-1].t1 + 300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     preds = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     assert preds and all(p["t_source"] is not None for p in preds), preds[:3]
-    hits = 0
-    for trial in held_out_run.scored:
-        inside = [p for p in preds if trial.t0 < p["t_source"] <= trial.t1 + stride]
-        hits += bool(inside) and inside[-1]["top"][0]["label"] == trial.label
-    cli_accuracy = hits / len(held_out_run.scored)
-    in_process = held_out_run.accuracy()
+    results = []
+    for trial in scored:
+        pred = trial_end_prediction(preds, trial, stride)
+        results.append((trial.label, None if pred is None else pred["top"][0]["label"],
+                        None if pred is None else pred["modalities"]))
+    hits = sum(label == got for label, got, _ in results)
+    for after in (0.0, 0.25, 0.5):  # for the record: the same run read a little earlier / later
+        ends = [trial_end_prediction(preds, t, after) for t in scored]
+        print(f"reading {after:+.2f} s after the trial: "
+              f"{sum(p is not None and p['top'][0]['label'] == t.label for p, t in zip(ends, scored))}/{len(scored)}")
     latencies = np.array([p["latency_ms"]["total"] for p in preds])
     p95 = float(np.percentile(latencies, 95))
-    print(f"\ncommand-line replay: {hits}/{len(held_out_run.scored)} = {cli_accuracy:.1%} "
-          f"(in-process {in_process:.1%}); {len(preds)} predictions, latency p50/p95/max "
-          f"{np.percentile(latencies, 50):.1f}/{p95:.1f}/{latencies.max():.1f} ms; first 5: "
-          f"{[round(float(x), 1) for x in latencies[:5]]}")
-    assert abs(cli_accuracy - in_process) <= 0.02, (cli_accuracy, in_process)
+    print(f"\ncommand-line replay: {hits}/{len(scored)} = {hits / len(scored):.1%} at the trial ends; "
+          f"{len(preds)} predictions, latency p50/p95/max {np.percentile(latencies, 50):.1f}/{p95:.1f}/"
+          f"{latencies.max():.1f} ms; first 5: {[round(float(x), 1) for x in latencies[:5]]}")
+    for label, got, mods in results:
+        print(f"  {label:32s} -> {got} {mods}")
+    answered = [mods for _, got, mods in results if got is not None]
+    with_pose = sum("pose" in mods for mods in answered) / max(1, len(answered))
+    print(f"trial-end predictions that read pose: {with_pose:.1%}")
+    summary = [line for line in proc.stderr.splitlines() if " predictions, " in line]
+    print(summary[-1] if summary else proc.stderr[-500:])
+    assert summary and " 0 errors" in summary[-1], proc.stderr[-2000:]
+    assert all(mods in (["video", "imu"], ["video", "imu", "pose"]) for mods in answered)
+    assert with_pose >= 0.9  # the person is found in 96.6 % of UTD-MHAD depth frames
+    assert hits / len(scored) >= 0.85, results
     assert p95 <= 100.0, p95
+
+
+@pytest.mark.timeout(600)
+def test_video_switched_off_mid_replay_predictions_keep_coming_from_the_imu(default_model, utd_mhad_dir, fsdd_dir,
+                                                                           tmp_path):
+    """In process: a replay of 8 held-out trials with pose; after the first 4 video is switched
+    off (the GUI's privacy switch) and predictions keep coming from the IMU (and pose, which
+    still comes from the camera), with no error."""
+    trials = [(a, TEST_SUBJECTS[k % 3], 1) for k, a in enumerate(BASE_ACTIONS[:8])]
+    placed = write_trial_session(tmp_path / "session", utd_mhad_dir, trials, fsdd_dir, gap_s=1.0)
+    run = ReplayRun(tmp_path / "session", default_model, speed=1.0, stride=0.1)
+    run.start()
+    try:
+        run.wait_until(placed[4].t0)
+        run.engine.set_enabled("video", False)
+        t_off = host_now()
+        run.wait_until(placed[-1].t1 + 0.5)
+    finally:
+        stats = run.stop()
+    before = [run.at_end_of(t) for t in placed[:4]]
+    assert all(p is not None and p.modalities in (["video", "imu"], ["video", "imu", "pose"]) for p in before), before
+    after = [p for p in run.predictions if p.emitted > t_off + 0.2]
+    assert len(after) >= 20, f"only {len(after)} predictions after video was switched off"
+    assert all(p.modalities in (["imu"], ["imu", "pose"]) for p in after)  # pose still comes from the camera
+    assert stats["errors"] == 0, stats["last_error"]
+    hits = [run.at_end_of(t) is not None and run.at_end_of(t).label == t.label for t in placed]
+    print(f"\nend of trial with video {sum(hits[:4])}/4; after switching video off: {len(after)} predictions "
+          f"from the IMU and pose, end of trial {sum(hits[4:])}/4; latency p50/p95 "
+          f"{stats['latency_ms']['p50']:.1f}/{stats['latency_ms']['p95']:.1f} ms")
 
 
 def test_novel_actions_enrolled_with_video_and_imu_recognised_from_imu_alone(default_model, utd_mhad_dir, tmp_path):
