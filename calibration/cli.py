@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -30,11 +31,19 @@ IMU procedure: --imu PORT guides you through six still poses (each axis up, then
 the first, flat on the table, also measures the gyro bias). Offline, --session DIR uses
 a recording that holds the same six still poses (>= 1 s each) in any order."""
 
+MOUNTING_PROCEDURE = """\
+Mounting procedure: strap the IMU to your wrist as you will wear it; --imu PORT then asks for
+two still arm poses, 3 s each: the arm hanging relaxed at your side, then held straight out in
+front of you, level, back of the hand up. The rotation from your mounting to the one the model
+learned is stored with the IMU's entry (its intrinsics, if calibrated, are applied first)."""
+
 DESCRIPTION = f"""\
 Calibrate mmg-live's devices and write a calibration profile (JSON) that the devices apply
 with --calibration FILE.
 
 {IMU_PROCEDURE}
+
+{MOUNTING_PROCEDURE}
 
 {TAP_PROCEDURE}"""
 
@@ -73,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmg-calibrate", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{imu,sync,show}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{imu,mounting,sync,show}")
 
     imu = sub.add_parser("imu", help="accelerometer offset/scale and gyro bias", description=IMU_PROCEDURE,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     imu.add_argument("--capture-s", type=float, default=3.0, help="guided: seconds per pose (default 3)")
     imu.add_argument("--still-s", type=float, default=6.0, help="guided: seconds flat on the table (default 6)")
     _add_output_options(imu)
+
+    mounting = sub.add_parser("mounting", help="how the IMU is turned on the wrist (two arm poses)",
+                              description=MOUNTING_PROCEDURE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mounting.add_argument("--imu", metavar="PORT[@BAUD]", required=True,
+                          help="live serial IMU, e.g. /dev/ttyACM0@115200 (guided)")
+    mounting.add_argument("--stream", default="imu", help="IMU stream name (the profile entry; default 'imu')")
+    mounting.add_argument("--capture-s", type=float, default=3.0, help="seconds per pose (default 3)")
+    _add_output_options(mounting)
 
     sync = sub.add_parser("sync", help="time offsets between streams from tap events",
                           description=TAP_PROCEDURE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,8 +143,38 @@ def _cmd_imu(args: argparse.Namespace) -> int:
                                              still_s=args.still_s, full_matrix=args.full_matrix)
         finally:
             source.stop()
+    old = profile.imu.get(name)
+    if old is not None and old.mounting is not None:  # new intrinsics, same strap
+        cal = replace(cal, mounting=old.mounting)
     profile.imu[name] = cal
     profile.save(path)
+    print(profile.summary())
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_mounting(args: argparse.Namespace) -> int:
+    from calibration.guided import run_guided_mounting_calibration
+    from calibration.mounting import rotation_angle_deg
+    from calibration.profile import ImuCalibration, ProfileApplier
+    from devices.imu_serial import SerialImuSource  # lazily: needs pyserial and a port
+
+    if args.capture_s <= 0:
+        raise CalibrationError(f"--capture-s {args.capture_s:g}: must be > 0")
+    path, profile = _output(args)
+    intrinsics = profile.imu.get(args.stream) or ImuCalibration()
+    port, baud = _parse_port(args.imu)
+    # the poses are read through the IMU's intrinsics (not through an older mounting)
+    applier = ProfileApplier(CalibrationProfile(imu={args.stream: replace(intrinsics, mounting=None)}))
+    source = applier.wrap(SerialImuSource(port, baud=baud, name=args.stream))
+    source.start()
+    try:
+        rotation = run_guided_mounting_calibration(source, _ask, print, capture_s=args.capture_s)
+    finally:
+        source.stop()
+    profile.imu[args.stream] = replace(intrinsics, mounting=rotation)
+    profile.save(path)
+    print(f"mounting: the IMU is turned {rotation_angle_deg(rotation):.0f}° from the model's wrist frame")
     print(profile.summary())
     print(f"wrote {path}")
     return 0
@@ -168,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mmg-calibrate`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return {"imu": _cmd_imu, "sync": _cmd_sync, "show": _cmd_show}[args.command](args)
+        return {"imu": _cmd_imu, "mounting": _cmd_mounting, "sync": _cmd_sync,
+                "show": _cmd_show}[args.command](args)
     except (CalibrationError, DeviceError) as exc:
         print(f"mmg-calibrate: error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""Guided six-pose IMU calibration from a live source: ask for each pose, capture, check, retry.
+"""Guided IMU calibrations from a live source (six device poses for the intrinsics, two arm poses
+for the mounting): ask for each pose, capture, check, retry.
 
 The user interface is two callables (``ask`` waits for the user and returns, ``say`` shows a
 message), so the terminal (``mmg-calibrate imu --imu PORT``) and a GUI dialog share this flow.
@@ -14,6 +15,7 @@ import numpy as np
 
 from calibration.errors import CalibrationError
 from calibration.imu import POSES, calibrate_from_pose_captures, check_pose_capture
+from calibration.mounting import MOUNTING_HINTS, MOUNTING_POSES, check_mounting_capture, mounting_rotation
 from calibration.profile import ImuCalibration
 from devices.base import Chunk
 
@@ -115,3 +117,44 @@ def run_guided_imu_calibration(
             say(f"  ok: {len(ts)} samples, mean accel {np.round(data[:, :3].mean(axis=0), 3).tolist()} g")
             break
     return calibrate_from_pose_captures(captures, float(np.median(rates)), full_matrix)
+
+
+def run_guided_mounting_calibration(
+    source,
+    ask: Callable[[str], object],
+    say: Callable[[str], object],
+    capture_s: float = 3.0,
+    retries: int = 3,
+) -> np.ndarray:
+    """Walk the user through the two arm poses on a started ``source`` (an IMU on the wrist,
+    intrinsics already applied if there are any) and return the mounting rotation
+    (:func:`calibration.mounting.mounting_rotation`).
+
+    A capture in which the arm moved is explained and repeated, up to ``retries`` times; so is the
+    second pose when it is too close to the first.
+    """
+    collector = ChunkCollector(source)
+    means: dict[str, np.ndarray] = {}
+    for n, pose in enumerate(MOUNTING_POSES, 1):
+        for attempt in range(retries + 1):
+            ask(f"[{n}/2] With the IMU on your wrist, {MOUNTING_HINTS[pose]}; "
+                f"keep still for {capture_s:.0f} s… [Enter]")
+            say("  capturing…")
+            data, ts = collector.collect(capture_s)
+            if len(ts) < 10:
+                raise CalibrationError(f"{pose}: only {len(ts)} IMU samples in {capture_s:.1f} s")
+            rate = 1.0 / float(np.median(np.diff(ts)))
+            edge = int(0.25 * rate)  # the press of Enter and settling
+            try:
+                mean = check_mounting_capture(data[edge:len(data) - edge], pose)
+                if pose == "forward":
+                    rotation = mounting_rotation(means["hang"], mean)
+            except CalibrationError as exc:
+                if attempt == retries:
+                    raise
+                say(f"  {exc}")
+                continue
+            means[pose] = mean
+            say(f"  ok: {len(ts)} samples, mean accel {np.round(mean, 3).tolist()} g")
+            break
+    return rotation

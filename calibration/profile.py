@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from calibration.errors import CalibrationError
+from calibration.mounting import rotation_angle_deg
 from devices.base import Chunk, ChunkCallback, Health
 from mmg_common import MODALITIES, atomic_write_json
 
@@ -44,6 +45,9 @@ class ImuCalibration:
     gyro_noise_std: np.ndarray = field(default_factory=lambda: np.zeros(3))
     accel_noise_std: np.ndarray = field(default_factory=lambda: np.zeros(3))
     still_seconds: float = 0.0
+    #: sensor-to-canonical rotation ``C`` (``canonical = C @ corrected``, accel and gyro) from
+    #: :mod:`calibration.mounting`; None: the sensor is mounted as the model learned
+    mounting: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.accel_offset = np.asarray(self.accel_offset, dtype=np.float64).reshape(3)
@@ -53,6 +57,8 @@ class ImuCalibration:
         self.gyro_bias = np.asarray(self.gyro_bias, dtype=np.float64).reshape(3)
         self.gyro_noise_std = np.asarray(self.gyro_noise_std, dtype=np.float64).reshape(3)
         self.accel_noise_std = np.asarray(self.accel_noise_std, dtype=np.float64).reshape(3)
+        if self.mounting is not None:
+            self.mounting = np.asarray(self.mounting, dtype=np.float64).reshape(3, 3)
 
     def accel_model_matrix(self) -> np.ndarray:
         """The 3×3 matrix ``M`` of the accelerometer model (full matrix if set, else diag(scale))."""
@@ -128,6 +134,7 @@ class CalibrationProfile:
                 "gyro_noise_std_dps": cal.gyro_noise_std.tolist(),
                 "accel_noise_std_g": cal.accel_noise_std.tolist(),
                 "still_seconds": cal.still_seconds,
+                "mounting": None if cal.mounting is None else cal.mounting.tolist(),
             }
         offsets = {
             name: {
@@ -171,6 +178,7 @@ class CalibrationProfile:
             if not isinstance(entry, dict):
                 raise CalibrationError(f"{at} is not an object")
             matrix = entry.get("accel_matrix")
+            mounting = entry.get("mounting")
             cal = ImuCalibration(
                 accel_offset=_vec(entry, "accel_offset_g", at, (3,), [0.0] * 3),
                 accel_scale=_vec(entry, "accel_scale", at, (3,), [1.0] * 3),
@@ -179,7 +187,11 @@ class CalibrationProfile:
                 gyro_noise_std=_vec(entry, "gyro_noise_std_dps", at, (3,), [0.0] * 3),
                 accel_noise_std=_vec(entry, "accel_noise_std_g", at, (3,), [0.0] * 3),
                 still_seconds=_num(entry, "still_seconds", at, 0.0),
+                mounting=None if mounting is None else _vec(entry, "mounting", at, (3, 3), None),
             )
+            if cal.mounting is not None and not (np.allclose(cal.mounting @ cal.mounting.T, np.eye(3), atol=1e-4)
+                                                 and np.linalg.det(cal.mounting) > 0):
+                raise CalibrationError(f"{at}.mounting is not a rotation matrix")
             if np.any(np.abs(cal.accel_scale) < 1e-3):
                 raise CalibrationError(f"{at}.accel_scale has a zero entry: {cal.accel_scale.tolist()}")
             if abs(np.linalg.det(cal.accel_model_matrix())) < 1e-6:
@@ -244,6 +256,10 @@ class CalibrationProfile:
                 lines.append(f"    accel matrix          {np.array2string(c.accel_matrix, precision=4)}")
             lines.append(f"    gyro bias (deg/s)     {_fmt(c.gyro_bias, 3)}")
             lines.append(f"    gyro noise std (deg/s){_fmt(c.gyro_noise_std, 3)}  from {c.still_seconds:.1f} s still")
+            if c.mounting is not None:
+                turned = rotation_angle_deg(c.mounting)
+                lines.append(f"    mounting: turned {turned:.0f}° from the model's wrist frame, "
+                             f"rotation {np.array2string(c.mounting, precision=3)}")
         if not self.time_offsets:
             lines.append(f"  time offsets: none (reference {self.reference!r})")
         else:
@@ -292,7 +308,8 @@ def _vec(doc: dict, key: str, where: str, shape: tuple[int, ...], default: Any) 
 
 # ---- applying a profile -------------------------------------------------------------------------
 def apply_imu(profile: CalibrationProfile, data: np.ndarray, stream: str | None = None) -> np.ndarray:
-    """Correct IMU samples ``[n, 6]`` (accel g, gyro deg/s) with the profile's intrinsics.
+    """Correct IMU samples ``[n, 6]`` (accel g, gyro deg/s) with the profile's intrinsics, then
+    turn them into the model's wrist frame when the profile holds a mounting rotation.
 
     Returns a new array of the input's float dtype; unchanged values when the profile has no
     calibration for ``stream``.
@@ -309,6 +326,9 @@ def apply_imu(profile: CalibrationProfile, data: np.ndarray, stream: str | None 
     inv = np.linalg.inv(cal.accel_model_matrix())
     out[:, :3] = (x[:, :3] - cal.accel_offset) @ inv.T
     out[:, 3:] = x[:, 3:] - cal.gyro_bias
+    if cal.mounting is not None:  # accel and gyro turn together
+        out[:, :3] = out[:, :3] @ cal.mounting.T
+        out[:, 3:] = out[:, 3:] @ cal.mounting.T
     return out.astype(out_dtype)
 
 
