@@ -247,6 +247,7 @@ class PoseImu(SourceBase):
     def __init__(self) -> None:
         super().__init__("wrist")
         self.pose = "+z"
+        self.gravity: np.ndarray | None = None  # when set, read instead of the pose's axis
         self._stop = threading.Event()
         self._rng = np.random.default_rng(1)
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -262,13 +263,15 @@ class PoseImu(SourceBase):
             axis = "xyz".index(self.pose[1])
             g = np.zeros(3)
             g[axis] = 1.0 if self.pose[0] == "+" else -1.0
+            if self.gravity is not None:
+                g = self.gravity
             t = host_now() - np.arange(2)[::-1] * 0.01
             accel = self.SCALE * g + self.OFFSET + self._rng.normal(0, 0.002, (2, 3))
             gyro = self.GYRO_BIAS + self._rng.normal(0, 0.05, (2, 3))
             self._emit(Chunk("imu", t, np.hstack([accel, gyro]).astype(np.float32), self.name))
 
 
-def test_calibration_dialog_six_poses_and_sync_without_taps(qtbot, assets, tmp_path):
+def test_calibration_dialog_six_poses_mounting_and_sync_without_taps(qtbot, assets, tmp_path):
     from calibration.imu import POSES
     from calibration.profile import CalibrationProfile
     from mmg_live.gui.calibration_dialog import CalibrationDialog
@@ -288,8 +291,9 @@ def test_calibration_dialog_six_poses_and_sync_without_taps(qtbot, assets, tmp_p
             dialog.next_button.click()
         qtbot.waitUntil(lambda: "IMU calibrated" in dialog.prompt.text() or "failed" in dialog.prompt.text(),
                         timeout=15000)
-    finally:
+    except BaseException:
         imu.stop()
+        raise
     assert "IMU calibrated" in dialog.prompt.text(), dialog.prompt.text()
     path = dialog.save(tmp_path / "cal" / "profile.json")
     assert path == tmp_path / "cal" / "profile.json"
@@ -299,8 +303,34 @@ def test_calibration_dialog_six_poses_and_sync_without_taps(qtbot, assets, tmp_p
     np.testing.assert_allclose(cal.accel_scale, PoseImu.SCALE, atol=2e-3)
     np.testing.assert_allclose(cal.gyro_bias, PoseImu.GYRO_BIAS, atol=0.03)
 
-    # time sync on a session without taps: the estimator's message, shown in the dialog
+    # mounting: the wrist turned 90° about the forearm; a forward pose too close to hanging first
+    from calibration.mounting import CANONICAL_FORWARD, CANONICAL_HANG, rotation_angle_deg
+
+    turn = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    hang = turn @ (CANONICAL_HANG / np.linalg.norm(CANONICAL_HANG))
+    arm = {"hang": hang, "too close": (hang + 0.2 * turn @ CANONICAL_FORWARD) / np.linalg.norm(
+        hang + 0.2 * turn @ CANONICAL_FORWARD), "forward": turn @ CANONICAL_FORWARD}
     dialog.tabs.setCurrentIndex(1)
+    dialog.mounting_start.click()
+    try:
+        for n, pose in enumerate(("hang", "too close", "forward")):
+            qtbot.waitUntil(dialog.mounting_next.isEnabled, timeout=10000)
+            assert ("[1/2]" if n == 0 else "[2/2]") in dialog.mounting_prompt.text()
+            imu.gravity = arm[pose]
+            dialog.mounting_next.click()
+        qtbot.waitUntil(lambda: "Mounting calibrated" in dialog.mounting_prompt.text()
+                        or "failed" in dialog.mounting_prompt.text(), timeout=15000)
+    finally:
+        imu.stop()
+    assert "Mounting calibrated" in dialog.mounting_prompt.text(), dialog.mounting_prompt.text()
+    assert "apart" in dialog.mounting_log.toPlainText()
+    dialog.save(path)
+    cal = CalibrationProfile.load(path).imu["wrist"]
+    np.testing.assert_allclose(cal.accel_offset, PoseImu.OFFSET, atol=2e-3)  # the intrinsics stay
+    assert rotation_angle_deg(cal.mounting @ turn) < 1.0, cal.mounting
+
+    # time sync on a session without taps: the estimator's message, shown in the dialog
+    dialog.tabs.setCurrentIndex(2)
     dialog.session_edit.setText(str(assets[0]))
     dialog.estimate_button.click()
     qtbot.waitUntil(lambda: "failed" in dialog.sync_message.text(), timeout=20000)

@@ -1,10 +1,12 @@
-"""Calibration in two steps: six-pose IMU intrinsics (``calibration.guided``) and tap-based time
-sync (the code behind ``mmg-calibrate sync``), saved as a profile for ``--calibration FILE``."""
+"""Calibration in three steps: six-pose IMU intrinsics and the IMU's mounting on the wrist
+(``calibration.guided``, as ``mmg-calibrate imu`` and ``mounting``) and tap-based time sync (the
+code behind ``mmg-calibrate sync``), saved as a profile for ``--calibration FILE``."""
 
 from __future__ import annotations
 
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +28,22 @@ class _Signals(QObject):
     say = pyqtSignal(str)
     imu_done = pyqtSignal(object)
     imu_failed = pyqtSignal(str)
+    mounting_prompt = pyqtSignal(str)
+    mounting_say = pyqtSignal(str)
+    mounting_done = pyqtSignal(object)
+    mounting_failed = pyqtSignal(str)
     sync_done = pyqtSignal(object)
     sync_failed = pyqtSignal(str)
 
 
 class CalibrationDialog(QDialog):
-    """Walks through IMU six-pose calibration and time sync; saves the profile (JSON).
+    """Walks through IMU six-pose calibration, the IMU's mounting and time sync; saves the profile (JSON).
 
     Args:
         session: the live session (its IMU source is calibrated; it records the tap session).
         imu_source: a started IMU source to calibrate instead of the session's.
-        capture_s, still_s: seconds per pose and flat on the table (as ``mmg-calibrate imu``).
+        capture_s, still_s: seconds per pose and flat on the table (as ``mmg-calibrate imu``); the
+            mounting's arm poses take ``capture_s`` each.
         tap_seconds: length of the tap recording.
     """
 
@@ -60,13 +67,18 @@ class CalibrationDialog(QDialog):
         self.sig.say.connect(lambda text: self.imu_log.appendPlainText(text))
         self.sig.imu_done.connect(self._on_imu_done)
         self.sig.imu_failed.connect(self._on_imu_failed)
+        self.sig.mounting_prompt.connect(self._on_mounting_prompt)
+        self.sig.mounting_say.connect(lambda text: self.mounting_log.appendPlainText(text))
+        self.sig.mounting_done.connect(self._on_mounting_done)
+        self.sig.mounting_failed.connect(self._on_mounting_failed)
         self.sig.sync_done.connect(self._on_sync_done)
         self.sig.sync_failed.connect(self._on_sync_failed)
 
         layout = QVBoxLayout(self)
         self.tabs = QTabWidget()
         self.tabs.addTab(self._imu_page(), "1. IMU (six poses)")
-        self.tabs.addTab(self._sync_page(), "2. Time sync (taps)")
+        self.tabs.addTab(self._mounting_page(), "2. Mounting (two arm poses)")
+        self.tabs.addTab(self._sync_page(), "3. Time sync (taps)")
         layout.addWidget(self.tabs, 1)
         row = QHBoxLayout()
         row.addWidget(QLabel("Profile"))
@@ -174,6 +186,9 @@ class CalibrationDialog(QDialog):
         self._running = False
         self.imu_start.setEnabled(True)
         self.next_button.setEnabled(False)
+        old = self.profile.imu.get(name)
+        if old is not None and old.mounting is not None:  # new intrinsics, same strap
+            cal = replace(cal, mounting=old.mounting)
         self.profile.imu[name] = cal
         fmt = lambda v: ", ".join(f"{x:+.4f}" for x in np.asarray(v))  # noqa: E731
         self.prompt.setText("IMU calibrated. Save the profile, or go on to time sync.")
@@ -185,6 +200,99 @@ class CalibrationDialog(QDialog):
         self.imu_start.setEnabled(True)
         self.next_button.setEnabled(False)
         self.prompt.setText(f"IMU calibration failed: {message}")
+
+    # ---- mounting page ------------------------------------------------------------------------
+
+    def _mounting_page(self) -> QWidget:
+        from calibration.cli import MOUNTING_PROCEDURE
+
+        page = QWidget()
+        v = QVBoxLayout(page)
+        howto = QLabel(MOUNTING_PROCEDURE.replace("--imu PORT then asks", "Start then asks"))
+        howto.setWordWrap(True)
+        v.addWidget(howto)
+        self.mounting_prompt = QLabel("Strap the IMU to your wrist, then press Start.")
+        self.mounting_prompt.setWordWrap(True)
+        self.mounting_prompt.setStyleSheet("font-size:15px; font-weight:bold;")
+        v.addWidget(self.mounting_prompt)
+        self.mounting_log = QPlainTextEdit()
+        self.mounting_log.setReadOnly(True)
+        v.addWidget(self.mounting_log, 1)
+        row = QHBoxLayout()
+        self.mounting_start = QPushButton("Start")
+        self.mounting_start.clicked.connect(self.start_mounting)
+        self.mounting_start.setEnabled(self._imu() is not None)
+        self.mounting_next = QPushButton("Next")
+        self.mounting_next.setEnabled(False)
+        self.mounting_next.clicked.connect(self.next_arm_pose)
+        row.addWidget(self.mounting_start)
+        row.addWidget(self.mounting_next)
+        row.addStretch(1)
+        v.addLayout(row)
+        return page
+
+    def start_mounting(self) -> None:
+        """Run the guided two-pose mounting flow in a worker thread, reading the IMU through the
+        intrinsics calibrated so far (not through an older mounting)."""
+        from calibration.errors import CalibrationError
+        from calibration.guided import run_guided_mounting_calibration
+        from calibration.profile import CalibrationProfile, ImuCalibration, ProfileApplier
+
+        src = self._imu()
+        if src is None or self._running:
+            return
+        self._running = True
+        self._cancel.clear()
+        self.mounting_start.setEnabled(False)
+        self.mounting_log.clear()
+        intrinsics = replace(self.profile.imu.get(src.name) or ImuCalibration(), mounting=None)
+        corrected = ProfileApplier(CalibrationProfile(imu={src.name: intrinsics})).wrap(src)
+
+        def ask(prompt: str) -> None:
+            self._next.clear()
+            self.sig.mounting_prompt.emit(prompt.replace(" [Enter]", "").rstrip() + " Then press Next.")
+            while not self._next.wait(0.1):
+                if self._cancel.is_set():
+                    raise CalibrationError("calibration cancelled")
+
+        def work() -> None:
+            try:
+                rotation = run_guided_mounting_calibration(corrected, ask, self.sig.mounting_say.emit,
+                                                           capture_s=self.capture_s)
+            except Exception as exc:  # CalibrationError, DeviceError: one line in the dialog
+                self.sig.mounting_failed.emit(one_line(exc))
+                return
+            self.sig.mounting_done.emit((src.name, rotation))
+
+        threading.Thread(target=work, name="mmg-mounting-calibration", daemon=True).start()
+
+    def next_arm_pose(self) -> None:
+        """The user holds the arm pose: capture it."""
+        self.mounting_next.setEnabled(False)
+        self.mounting_prompt.setText("capturing… keep the arm still")
+        self._next.set()
+
+    def _on_mounting_prompt(self, text: str) -> None:
+        self.mounting_prompt.setText(text)
+        self.mounting_next.setEnabled(True)
+
+    def _on_mounting_done(self, result: tuple[str, Any]) -> None:
+        from calibration.mounting import rotation_angle_deg
+        from calibration.profile import ImuCalibration
+
+        name, rotation = result
+        self._running = False
+        self.mounting_start.setEnabled(True)
+        self.mounting_next.setEnabled(False)
+        self.profile.imu[name] = replace(self.profile.imu.get(name) or ImuCalibration(), mounting=rotation)
+        self.mounting_prompt.setText(f"Mounting calibrated: the IMU is turned {rotation_angle_deg(rotation):.0f}° "
+                                     "from the model's wrist frame. Save the profile, or go on to time sync.")
+
+    def _on_mounting_failed(self, message: str) -> None:
+        self._running = False
+        self.mounting_start.setEnabled(True)
+        self.mounting_next.setEnabled(False)
+        self.mounting_prompt.setText(f"Mounting calibration failed: {message}")
 
     # ---- sync page ----------------------------------------------------------------------------
 
