@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from mmg_live.checkpoint import load_checkpoint
 from mmg_live.models.profile import count_params
 from mmg_live.no_action import NO_ACTION
+from mmg_live.placement import IMU_PLACEMENT, thigh_classes
 from trainer.data.cache import Cache
 from trainer.datasets import class_count, class_subset
 from trainer.evaluate import accuracy, embeddings, few_shot, load_eval_set, modality_subsets
@@ -89,6 +90,9 @@ def render(metrics: dict[str, Any]) -> str:
                "modalities (late fusion)" if metrics.get("classifier") == "ensemble" else "the fused classifier")
     no_action = NO_ACTION in metrics["classes"]
     reads = " + ".join(t["classifier_modalities"])
+    thigh = thigh_classes(metrics["classes"])
+    thigh_text = (f" Of its base classes, {', '.join(thigh)} were recorded with the sensor on the\nright "
+                  "thigh instead, which a wrist IMU does not reproduce." if thigh else "")
     idle_phrase = ' and "no action"' if no_action else ""
     return f"""# Model card: mmg-live default model (`default.safetensors`)
 
@@ -111,6 +115,11 @@ in the rendered depth frames, the path live pose takes on colour video.
 idle class was learned from still clips made from each training trial's first and last moment
 held still (the video frame, the IMU sample and the landmarks, with the sensor's jitter added);
 the app shows it as its own state, not as an action.
+
+**Where the IMU is worn: the {IMU_PLACEMENT}**, as in UTD-MHAD.{thigh_text} A board strapped
+on in another orientation reads the same motion in turned axes: `mmg-calibrate mounting` (or the
+GUI's calibration dialog) measures the turn from two still arm poses, and the app undoes it.
+Custom actions are recorded with the user's own placement, whatever it is.
 
 ## Data
 - **UTD-MHAD** (University of Texas at Dallas Multimodal Human Action Dataset; Chen, Jafari,

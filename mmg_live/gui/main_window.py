@@ -17,6 +17,7 @@ from mmg_common import one_line
 from mmg_live.gui.live_session import LiveSession, device_problem
 from mmg_live.gui.widgets import HealthTable, LevelMeter, PredictionBars, TracePlot, VideoPreview
 from mmg_live.sources import DeviceConfig
+from mmg_live.placement import placement_note
 
 PREVIEW_INTERVAL_MS = 15  # polled well above the camera rate so no frame waits long
 SIGNALS_INTERVAL_MS = 50
@@ -119,6 +120,10 @@ class MainWindow(QMainWindow):
         self.gyro_plot = TracePlot("gyroscope", "deg/s")
         lv.addWidget(self.accel_plot, 1)
         lv.addWidget(self.gyro_plot, 1)
+        self.placement_label = QLabel("" if self.session.model is None
+                                      else placement_note(self.session.model.class_names))
+        self.placement_label.setWordWrap(True)
+        lv.addWidget(self.placement_label)
         split.addWidget(left)
 
         right = QWidget()
