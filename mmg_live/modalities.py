@@ -131,13 +131,20 @@ class AudioSpec:
 
 @dataclass(frozen=True)
 class ImuSpec:
-    """Accel + gyro at a fixed model rate, in g and deg/s, normalised per channel."""
+    """Accel + gyro at a fixed model rate, in g and deg/s, normalised per channel.
+
+    ``frame``: ``"sensor"`` keeps the sensor's axes; ``"gravity"`` turns each window (accel and
+    gyro together) by the least rotation that takes its mean acceleration onto
+    :data:`GRAVITY_AXIS`, so how the sensor is tilted on the body drops out and what is left of
+    the mounting is a turn about that axis (which training can cover with ``imu_yaw``).
+    """
 
     rate: float = 50.0
     window_s: float = 3.0
     mean: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0, 100.0, 100.0, 100.0)
     min_coverage: float = 0.25
+    frame: str = "sensor"
 
     channels: int = field(default=6, init=False)
 
@@ -189,6 +196,7 @@ class PoseSpec:
 
 Spec = VideoSpec | AudioSpec | ImuSpec | PoseSpec
 AUDIO_NORMALIZE: tuple[str, ...] = ("global", "window", "window_floorpad")
+IMU_FRAMES = ("sensor", "gravity")  #: ImuSpec.frame values
 AUDIO_FRONTENDS: tuple[str, ...] = ("kaldi_fbank", "speech_embedding")
 _SPEC_TYPES: dict[str, type] = {"video": VideoSpec, "audio": AudioSpec, "imu": ImuSpec, "pose": PoseSpec}
 
@@ -196,7 +204,7 @@ _SPEC_TYPES: dict[str, type] = {"video": VideoSpec, "audio": AudioSpec, "imu": I
 #: Opt-in spec fields added after checkpoints existed: left out of the dict while at their default,
 #: so a spec that does not use them serialises (and hashes, for the window cache) as before.
 _OPTIONAL_FIELDS: dict[str, Any] = {"normalize": "global", "high_freq_hz": 0.0, "trained_on": "",
-                                    "frontend": "kaldi_fbank"}
+                                    "frontend": "kaldi_fbank", "frame": "sensor"}
 #: What a camera delivers (a source's ``video_kind``) and what a video encoder learned (``trained_on``).
 VIDEO_KINDS: tuple[str, ...] = ("colour", "depth")
 
@@ -244,6 +252,8 @@ def _validate_spec(modality: str, spec: Spec) -> None:
         raise ValueError(f"pose spec: joints must be BlazePose indices 0-32, got {spec.joints}")
     if isinstance(spec, ImuSpec) and (len(spec.mean) != 6 or len(spec.std) != 6):
         raise ValueError("imu spec: mean/std need 6 values (accel xyz, gyro xyz)")
+    if isinstance(spec, ImuSpec) and spec.frame not in IMU_FRAMES:
+        raise ValueError(f"imu spec: frame must be one of {IMU_FRAMES}, got {spec.frame!r}")
     if spec.window_s <= 0:
         raise ValueError(f"{modality} spec: window_s must be positive")
 
@@ -538,6 +548,34 @@ def window_normalize(fbank: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------ imu
 
+#: Where ``ImuSpec(frame="gravity")`` puts each window's mean acceleration: -x, the way UTD-MHAD's
+#: wrist sensor reads gravity with the arm hanging.
+GRAVITY_AXIS = (-1.0, 0.0, 0.0)
+
+
+def rotation_onto(v: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The least 3×3 rotation taking the direction of ``v`` onto that of ``target`` (about their
+    common normal; for opposite directions, a half turn about an axis normal to both)."""
+    a = np.asarray(v, dtype=np.float64) / max(float(np.linalg.norm(v)), 1e-12)
+    b = np.asarray(target, dtype=np.float64) / float(np.linalg.norm(target))
+    axis = np.cross(a, b)
+    sin, cos = float(np.linalg.norm(axis)), float(a @ b)
+    if sin < 1e-9:
+        if cos > 0:
+            return np.eye(3)
+        normal = np.cross(a, np.eye(3)[int(np.argmin(np.abs(a)))])
+        normal /= np.linalg.norm(normal)
+        return 2.0 * np.outer(normal, normal) - np.eye(3)
+    k = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]]) / sin
+    return np.eye(3) + sin * k + (1.0 - cos) * (k @ k)
+
+
+def gravity_frame(window: np.ndarray) -> np.ndarray:
+    """``[6, R]`` accel (g) + gyro window turned so its mean acceleration lies along :data:`GRAVITY_AXIS`."""
+    rotation = rotation_onto(window[:3].mean(axis=1), np.asarray(GRAVITY_AXIS))
+    return np.concatenate([rotation @ window[:3], rotation @ window[3:]], axis=0)
+
+
 def preprocess_imu(samples: np.ndarray, timestamps: np.ndarray, spec: ImuSpec,
                    window: tuple[float, float] | None = None,
                    accel_unit: str = "g", gyro_unit: str = "deg/s") -> torch.Tensor:
@@ -568,6 +606,8 @@ def preprocess_imu(samples: np.ndarray, timestamps: np.ndarray, spec: ImuSpec,
     out = np.stack([np.interp(grid, ts, x[:, c]) for c in range(6)], axis=0)
     out[:3] *= ACCEL_UNITS[accel_unit]
     out[3:] *= GYRO_UNITS[gyro_unit]
+    if spec.frame == "gravity":
+        out = gravity_frame(out)
     mean = np.asarray(spec.mean)[:, None]
     std = np.asarray(spec.std)[:, None]
     return torch.from_numpy(((out - mean) / std).astype(np.float32))

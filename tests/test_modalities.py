@@ -193,3 +193,27 @@ def test_sampled_frames_preprocess_to_the_same_tensor(crop):
         np.testing.assert_array_equal(frames[idx][again], frames[idx])
         whole = preprocess_video(frames, ts, spec, window)
         torch.testing.assert_close(preprocess_video(frames[idx], ts[idx], spec, window), whole, rtol=0, atol=0)
+
+
+def test_gravity_frame_leaves_only_a_turn_about_the_gravity_axis():
+    """frame="gravity": a window read by a sensor turned any way comes out as the canonical one
+    turned about GRAVITY_AXIS only (per sample: the same component along the axis, the same norm)."""
+    from mmg_live.modalities import GRAVITY_AXIS, ImuSpec, preprocess_imu
+    from trainer.mounting import MOUNTINGS, turned
+
+    rng = np.random.default_rng(0)
+    ts = np.arange(150) / 50.0
+    x = np.zeros((150, 6))
+    x[:, :3] = np.array([-0.9, -0.3, 0.2]) + 0.3 * np.sin(ts[:, None] * np.array([3.0, 5.0, 7.0]))
+    x[:, 3:] = 80.0 * rng.standard_normal((150, 3))
+    spec = ImuSpec(frame="gravity", std=(1.0,) * 6)
+    axis = np.asarray(GRAVITY_AXIS)
+    ref = preprocess_imu(x, ts, spec).numpy().astype(np.float64)
+    assert np.allclose(np.cross(ref[:3].mean(axis=1), axis), 0.0, atol=1e-5) and ref[:3].mean(axis=1) @ axis > 0
+    for name, m in MOUNTINGS.items():
+        out = preprocess_imu(turned(x, m), ts, spec).numpy().astype(np.float64)
+        for part in (slice(0, 3), slice(3, 6)):
+            assert np.allclose(axis @ out[part], axis @ ref[part], atol=1e-3), name
+            assert np.allclose(np.linalg.norm(out[part], axis=0), np.linalg.norm(ref[part], axis=0), atol=1e-3), name
+    with pytest.raises(ValueError, match="frame"):
+        spec_from_dict("imu", {"frame": "world"})

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mmg_live.modalities import PoseSpec
+from mmg_live.modalities import GRAVITY_AXIS, PoseSpec
 from mmg_live.models.mmg import MMGModel
 from trainer.stage_config import Augmentation
 
@@ -26,6 +26,15 @@ def random_rotations(n: int, max_degrees: float, gen: torch.Generator) -> torch.
     k = k - k.transpose(1, 2)  # cross-product matrix of the axis
     sin, cos = angle.sin()[:, None, None], angle.cos()[:, None, None]
     return torch.eye(3).expand(n, 3, 3) + sin * k + (1 - cos) * (k @ k)  # Rodrigues
+
+
+def rotations_about(axis: torch.Tensor, n: int, max_degrees: float, gen: torch.Generator) -> torch.Tensor:
+    """``[n, 3, 3]`` rotations about the unit ``axis`` by angles uniform in ±``max_degrees``."""
+    angle = torch.deg2rad(max_degrees * (2 * torch.rand(n, generator=gen) - 1))
+    a = F.normalize(axis.to(torch.float32), dim=0)
+    k = torch.tensor([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
+    sin, cos = angle.sin()[:, None, None], angle.cos()[:, None, None]
+    return torch.eye(3).expand(n, 3, 3) + sin * k + (1 - cos) * (k @ k)
 
 
 def rotate_imu(x: torch.Tensor, rotations: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -78,7 +87,7 @@ def augment_inputs(inputs: dict[str, torch.Tensor], options: Augmentation, gen: 
                    imu_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
                    pose_spec: PoseSpec | None = None) -> dict[str, torch.Tensor]:
     """A training batch's model inputs (per modality) augmented as ``options`` say, in order: IMU
-    rotation (needs ``imu_stats``, :func:`imu_statistics`), IMU scale and noise, a video shift,
+    rotation and yaw (need ``imu_stats``, :func:`imu_statistics`), IMU scale and noise, a video shift,
     pose rotation and jitter (needs ``pose_spec``, :func:`pose_spec_of`), then :func:`augment_audio`."""
     out = dict(inputs)
     if "pose" in out and (options.pose_rotation > 0 or options.pose_noise > 0):
@@ -89,6 +98,11 @@ def augment_inputs(inputs: dict[str, torch.Tensor], options: Augmentation, gen: 
         if imu_stats is None:
             raise ValueError("imu_rotation needs the IMU normalisation statistics (a model with a 6-channel IMU spec)")
         out["imu"] = rotate_imu(out["imu"], random_rotations(len(out["imu"]), options.imu_rotation, gen), *imu_stats)
+    if "imu" in out and options.imu_yaw > 0:
+        if imu_stats is None:
+            raise ValueError("imu_yaw needs the IMU normalisation statistics (a model with a 6-channel IMU spec)")
+        turns = rotations_about(torch.tensor(GRAVITY_AXIS), len(out["imu"]), options.imu_yaw, gen)
+        out["imu"] = rotate_imu(out["imu"], turns, *imu_stats)
     if "imu" in out and options.imu_noise > 0:
         x = out["imu"]
         scale = 1.0 + 0.1 * (torch.rand(x.shape[0], 1, 1, generator=gen) - 0.5)

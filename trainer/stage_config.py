@@ -31,6 +31,7 @@ class Augmentation:
 
     imu_noise: float = 0.05
     imu_rotation: float = 0.0  # degrees: accel and gyro turned together about a random axis (sensor placement)
+    imu_yaw: float = 0.0  # degrees: ... and about the gravity axis (mmg_live.modalities.GRAVITY_AXIS), after that
     video_shift: int = 4
     pose_rotation: float = 0.0  # degrees: landmarks turned about the vertical axis (where the camera stands)
     pose_noise: float = 0.0  # Gaussian jitter of landmark positions, in torso lengths (the extractor's noise)
