@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -77,6 +77,46 @@ class ChunkCollector:
         return data[keep], ts[keep]
 
 
+T = TypeVar("T")
+
+
+def capture_checked(
+    collector: ChunkCollector,
+    ask: Callable[[str], object],
+    say: Callable[[str], object],
+    prompt: str,
+    seconds: float,
+    check: Callable[[np.ndarray, float], T],
+    what: str,
+    retries: int = 3,
+) -> tuple[np.ndarray, float, T]:
+    """One guided step: ``ask`` the ``prompt``, capture ``seconds`` of samples, ``check`` them.
+
+    ``check(samples, rate_hz)`` sees the capture without its first and last 0.25 s (the press of
+    Enter and settling) and raises :class:`CalibrationError` when the capture is unusable; its
+    message is shown and the step repeated, up to ``retries`` times, then raised. Returns the whole
+    capture ``[n, 6]``, its sample rate and what ``check`` returned.
+    """
+    for attempt in range(retries + 1):
+        ask(prompt)
+        say("  capturing…")
+        data, ts = collector.collect(seconds)
+        if len(ts) < 10:
+            raise CalibrationError(f"{what}: only {len(ts)} IMU samples in {seconds:.1f} s")
+        rate = 1.0 / float(np.median(np.diff(ts)))
+        edge = int(0.25 * rate)
+        try:
+            checked = check(data[edge:len(data) - edge], rate)
+        except CalibrationError as exc:
+            if attempt == retries:
+                raise
+            say(f"  {exc}")
+            continue
+        say(f"  ok: {len(ts)} samples, mean accel {np.round(data[:, :3].mean(axis=0), 3).tolist()} g")
+        return data, rate, checked
+    raise AssertionError("unreachable")
+
+
 def run_guided_imu_calibration(
     source,
     ask: Callable[[str], object],
@@ -98,24 +138,12 @@ def run_guided_imu_calibration(
     order = ["+z"] + [p for p in POSES if p != "+z"]
     for n, pose in enumerate(order, 1):
         seconds = still_s if pose == "+z" else capture_s
-        for attempt in range(retries + 1):
-            ask(f"[{n}/6] Place the device {POSE_HINTS[pose]} and keep it still for {seconds:.0f} s… [Enter]")
-            say("  capturing…")
-            data, ts = collector.collect(seconds)
-            if len(ts) < 10:
-                raise CalibrationError(f"pose {pose}: only {len(ts)} IMU samples in {seconds:.1f} s")
-            rate = 1.0 / float(np.median(np.diff(ts)))
-            try:
-                check_pose_capture(data[int(0.25 * rate):len(data) - int(0.25 * rate)], pose, rate)
-            except CalibrationError as exc:
-                if attempt == retries:
-                    raise
-                say(f"  {exc}")
-                continue
-            captures[pose] = data
-            rates.append(rate)
-            say(f"  ok: {len(ts)} samples, mean accel {np.round(data[:, :3].mean(axis=0), 3).tolist()} g")
-            break
+        captures[pose], rate, _ = capture_checked(
+            collector, ask, say,
+            f"[{n}/6] Place the device {POSE_HINTS[pose]} and keep it still for {seconds:.0f} s… [Enter]",
+            seconds, lambda samples, rate, pose=pose: check_pose_capture(samples, pose, rate),
+            f"pose {pose}", retries)
+        rates.append(rate)
     return calibrate_from_pose_captures(captures, float(np.median(rates)), full_matrix)
 
 
@@ -134,27 +162,20 @@ def run_guided_mounting_calibration(
     second pose when it is too close to the first.
     """
     collector = ChunkCollector(source)
-    means: dict[str, np.ndarray] = {}
-    for n, pose in enumerate(MOUNTING_POSES, 1):
-        for attempt in range(retries + 1):
-            ask(f"[{n}/2] With the IMU on your wrist, {MOUNTING_HINTS[pose]}; "
-                f"keep still for {capture_s:.0f} s… [Enter]")
-            say("  capturing…")
-            data, ts = collector.collect(capture_s)
-            if len(ts) < 10:
-                raise CalibrationError(f"{pose}: only {len(ts)} IMU samples in {capture_s:.1f} s")
-            rate = 1.0 / float(np.median(np.diff(ts)))
-            edge = int(0.25 * rate)  # the press of Enter and settling
-            try:
-                mean = check_mounting_capture(data[edge:len(data) - edge], pose)
-                if pose == "forward":
-                    rotation = mounting_rotation(means["hang"], mean)
-            except CalibrationError as exc:
-                if attempt == retries:
-                    raise
-                say(f"  {exc}")
-                continue
-            means[pose] = mean
-            say(f"  ok: {len(ts)} samples, mean accel {np.round(mean, 3).tolist()} g")
-            break
+    _, _, hang = capture_checked(
+        collector, ask, say, mounting_prompt(1, capture_s), capture_s,
+        lambda samples, rate: check_mounting_capture(samples, "hang"), "hang", retries)
+
+    def forward_rotation(samples: np.ndarray, rate: float) -> np.ndarray:
+        return mounting_rotation(hang, check_mounting_capture(samples, "forward"))
+
+    _, _, rotation = capture_checked(collector, ask, say, mounting_prompt(2, capture_s), capture_s,
+                                     forward_rotation, "forward", retries)
     return rotation
+
+
+def mounting_prompt(step: int, capture_s: float) -> str:
+    """The instruction for arm pose ``step`` (1: hang, 2: forward) of the mounting calibration."""
+    pose = MOUNTING_POSES[step - 1]
+    return (f"[{step}/2] With the IMU on your wrist, {MOUNTING_HINTS[pose]}; "
+            f"keep still for {capture_s:.0f} s… [Enter]")

@@ -282,19 +282,19 @@ def test_calibration_dialog_six_poses_mounting_and_sync_without_taps(qtbot, asse
     qtbot.addWidget(dialog)
     assert dialog.save(tmp_path / "empty.json") is None and "Nothing to save" in dialog.save_message.text()
     order = ["+z"] + [p for p in POSES if p != "+z"]
-    dialog.imu_start.click()
+    dialog.imu_flow.start_button.click()
     try:
         for n, pose in enumerate(order, 1):
-            qtbot.waitUntil(dialog.next_button.isEnabled, timeout=10000)
-            assert f"[{n}/6]" in dialog.prompt.text() and "press Next" in dialog.prompt.text()
+            qtbot.waitUntil(dialog.imu_flow.next_button.isEnabled, timeout=10000)
+            assert f"[{n}/6]" in dialog.imu_flow.prompt.text() and "press Next" in dialog.imu_flow.prompt.text()
             imu.pose = pose
-            dialog.next_button.click()
-        qtbot.waitUntil(lambda: "IMU calibrated" in dialog.prompt.text() or "failed" in dialog.prompt.text(),
-                        timeout=15000)
+            dialog.imu_flow.next_button.click()
+        qtbot.waitUntil(lambda: "IMU calibrated" in dialog.imu_flow.prompt.text()
+                        or "failed" in dialog.imu_flow.prompt.text(), timeout=15000)
     except BaseException:
         imu.stop()
         raise
-    assert "IMU calibrated" in dialog.prompt.text(), dialog.prompt.text()
+    assert "IMU calibrated" in dialog.imu_flow.prompt.text(), dialog.imu_flow.prompt.text()
     path = dialog.save(tmp_path / "cal" / "profile.json")
     assert path == tmp_path / "cal" / "profile.json"
     assert f"--calibration {path}" in dialog.save_message.text()
@@ -311,19 +311,19 @@ def test_calibration_dialog_six_poses_mounting_and_sync_without_taps(qtbot, asse
     arm = {"hang": hang, "too close": (hang + 0.2 * turn @ CANONICAL_FORWARD) / np.linalg.norm(
         hang + 0.2 * turn @ CANONICAL_FORWARD), "forward": turn @ CANONICAL_FORWARD}
     dialog.tabs.setCurrentIndex(1)
-    dialog.mounting_start.click()
+    dialog.mounting_flow.start_button.click()
     try:
         for n, pose in enumerate(("hang", "too close", "forward")):
-            qtbot.waitUntil(dialog.mounting_next.isEnabled, timeout=10000)
-            assert ("[1/2]" if n == 0 else "[2/2]") in dialog.mounting_prompt.text()
+            qtbot.waitUntil(dialog.mounting_flow.next_button.isEnabled, timeout=10000)
+            assert ("[1/2]" if n == 0 else "[2/2]") in dialog.mounting_flow.prompt.text()
             imu.gravity = arm[pose]
-            dialog.mounting_next.click()
-        qtbot.waitUntil(lambda: "Mounting calibrated" in dialog.mounting_prompt.text()
-                        or "failed" in dialog.mounting_prompt.text(), timeout=15000)
+            dialog.mounting_flow.next_button.click()
+        qtbot.waitUntil(lambda: "Mounting calibrated" in dialog.mounting_flow.prompt.text()
+                        or "failed" in dialog.mounting_flow.prompt.text(), timeout=15000)
     finally:
         imu.stop()
-    assert "Mounting calibrated" in dialog.mounting_prompt.text(), dialog.mounting_prompt.text()
-    assert "apart" in dialog.mounting_log.toPlainText()
+    assert "Mounting calibrated" in dialog.mounting_flow.prompt.text(), dialog.mounting_flow.prompt.text()
+    assert "apart" in dialog.mounting_flow.log.toPlainText()
     dialog.save(path)
     cal = CalibrationProfile.load(path).imu["wrist"]
     np.testing.assert_allclose(cal.accel_offset, PoseImu.OFFSET, atol=2e-3)  # the intrinsics stay

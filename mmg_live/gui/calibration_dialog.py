@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal
-from PyQt6.QtWidgets import (QDialog, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton,
-                             QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (QDialog, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QTableWidget,
+                             QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from mmg_common import one_line
+from mmg_live.gui.guided_flow import GuidedFlowPanel
 from mmg_live.gui.live_session import LiveSession
 
 
@@ -24,14 +25,6 @@ def default_profile_path() -> Path:
 
 
 class _Signals(QObject):
-    prompt = pyqtSignal(str)
-    say = pyqtSignal(str)
-    imu_done = pyqtSignal(object)
-    imu_failed = pyqtSignal(str)
-    mounting_prompt = pyqtSignal(str)
-    mounting_say = pyqtSignal(str)
-    mounting_done = pyqtSignal(object)
-    mounting_failed = pyqtSignal(str)
     sync_done = pyqtSignal(object)
     sync_failed = pyqtSignal(str)
 
@@ -59,18 +52,7 @@ class CalibrationDialog(QDialog):
         self.capture_s, self.still_s, self.tap_seconds = capture_s, still_s, tap_seconds
         self.profile = CalibrationProfile()
         self.saved_path: Path | None = None
-        self._next = threading.Event()
-        self._cancel = threading.Event()
-        self._running = False
         self.sig = _Signals()
-        self.sig.prompt.connect(self._on_prompt)
-        self.sig.say.connect(lambda text: self.imu_log.appendPlainText(text))
-        self.sig.imu_done.connect(self._on_imu_done)
-        self.sig.imu_failed.connect(self._on_imu_failed)
-        self.sig.mounting_prompt.connect(self._on_mounting_prompt)
-        self.sig.mounting_say.connect(lambda text: self.mounting_log.appendPlainText(text))
-        self.sig.mounting_done.connect(self._on_mounting_done)
-        self.sig.mounting_failed.connect(self._on_mounting_failed)
         self.sig.sync_done.connect(self._on_sync_done)
         self.sig.sync_failed.connect(self._on_sync_failed)
 
@@ -95,7 +77,7 @@ class CalibrationDialog(QDialog):
         self.save_message.setWordWrap(True)
         layout.addWidget(self.save_message)
 
-    # ---- IMU page -----------------------------------------------------------------------------
+    # ---- IMU and mounting pages --------------------------------------------------------------
 
     def _imu_page(self) -> QWidget:
         page = QWidget()
@@ -103,28 +85,22 @@ class CalibrationDialog(QDialog):
         src = self._imu()
         v.addWidget(QLabel(f"IMU: {src.name}" if src is not None else
                            "No IMU is open: choose a serial IMU with Devices… first."))
-        self.prompt = QLabel("Press Start; you will place the device in six still poses.")
-        self.prompt.setWordWrap(True)
-        self.prompt.setStyleSheet("font-size:15px; font-weight:bold;")
-        v.addWidget(self.prompt)
-        self.imu_log = QPlainTextEdit()
-        self.imu_log.setReadOnly(True)
-        v.addWidget(self.imu_log, 1)
-        self.imu_result = QLabel("")
-        self.imu_result.setWordWrap(True)
-        v.addWidget(self.imu_result)
-        row = QHBoxLayout()
-        self.imu_start = QPushButton("Start")
-        self.imu_start.clicked.connect(self.start_imu)
-        self.imu_start.setEnabled(src is not None)
-        self.next_button = QPushButton("Next")
-        self.next_button.setEnabled(False)
-        self.next_button.clicked.connect(self.next_pose)
-        row.addWidget(self.imu_start)
-        row.addWidget(self.next_button)
-        row.addStretch(1)
-        v.addLayout(row)
+        self.imu_flow = GuidedFlowPanel("Press Start; you will place the device in six still poses.",
+                                        "capturing… keep the device still", "IMU calibration failed")
+        self.imu_flow.start_button.clicked.connect(self.start_imu)
+        self.imu_flow.start_button.setEnabled(src is not None)
+        v.addWidget(self.imu_flow, 1)
         return page
+
+    def _mounting_page(self) -> QWidget:
+        from calibration.cli import MOUNTING_PROCEDURE
+
+        self.mounting_flow = GuidedFlowPanel(
+            "Strap the IMU to your wrist, then press Start.", "capturing… keep the arm still",
+            "Mounting calibration failed", intro=MOUNTING_PROCEDURE.replace("--imu PORT then asks", "Start then asks"))
+        self.mounting_flow.start_button.clicked.connect(self.start_mounting)
+        self.mounting_flow.start_button.setEnabled(self._imu() is not None)
+        return self.mounting_flow
 
     def _imu(self) -> Any:
         if self.imu_source is not None:
@@ -137,162 +113,54 @@ class CalibrationDialog(QDialog):
                 return getattr(o.source, "_source", o.source)
         return None
 
+    def _flows_busy(self) -> bool:
+        return self.imu_flow.running or self.mounting_flow.running
+
     def start_imu(self) -> None:
-        """Run the guided six-pose flow in a worker thread; its questions appear here with Next."""
-        from calibration.errors import CalibrationError
+        """Run the guided six-pose flow; its questions appear on the IMU page with Next."""
         from calibration.guided import run_guided_imu_calibration
 
         src = self._imu()
-        if src is None or self._running:
+        if src is None or self._flows_busy():
             return
-        self._running = True
-        self._cancel.clear()
-        self.imu_start.setEnabled(False)
-        self.imu_log.clear()
-        self.imu_result.setText("")
+        self.imu_flow.start(
+            lambda ask, say: run_guided_imu_calibration(src, ask, say, capture_s=self.capture_s, still_s=self.still_s),
+            lambda cal: self._imu_calibrated(src.name, cal), name="mmg-imu-calibration")
 
-        def ask(prompt: str) -> None:
-            self._next.clear()
-            self.sig.prompt.emit(prompt.replace(" [Enter]", "").rstrip() + " Then press Next.")
-            while not self._next.wait(0.1):
-                if self._cancel.is_set():
-                    raise CalibrationError("calibration cancelled")
-
-        def work() -> None:
-            try:
-                cal = run_guided_imu_calibration(src, ask, self.sig.say.emit, capture_s=self.capture_s,
-                                                 still_s=self.still_s)
-            except Exception as exc:  # CalibrationError, DeviceError: one line in the dialog
-                self.sig.imu_failed.emit(one_line(exc))
-                return
-            self.sig.imu_done.emit((src.name, cal))
-
-        threading.Thread(target=work, name="mmg-imu-calibration", daemon=True).start()
-
-    def next_pose(self) -> None:
-        """The user placed the device: capture the pose."""
-        self.next_button.setEnabled(False)
-        self.prompt.setText("capturing… keep the device still")
-        self._next.set()
-
-    def _on_prompt(self, text: str) -> None:
-        self.prompt.setText(text)
-        self.next_button.setEnabled(True)
-
-    def _on_imu_done(self, result: tuple[str, Any]) -> None:
+    def _imu_calibrated(self, name: str, cal: Any) -> str:
         import numpy as np
 
-        name, cal = result
-        self._running = False
-        self.imu_start.setEnabled(True)
-        self.next_button.setEnabled(False)
         old = self.profile.imu.get(name)
         if old is not None and old.mounting is not None:  # new intrinsics, same strap
             cal = replace(cal, mounting=old.mounting)
         self.profile.imu[name] = cal
         fmt = lambda v: ", ".join(f"{x:+.4f}" for x in np.asarray(v))  # noqa: E731
-        self.prompt.setText("IMU calibrated. Save the profile, or go on to time sync.")
-        self.imu_result.setText(f"{name}: accel offset [{fmt(cal.accel_offset)}] g, scale [{fmt(cal.accel_scale)}], "
-                                f"gyro bias [{fmt(cal.gyro_bias)}] deg/s")
-
-    def _on_imu_failed(self, message: str) -> None:
-        self._running = False
-        self.imu_start.setEnabled(True)
-        self.next_button.setEnabled(False)
-        self.prompt.setText(f"IMU calibration failed: {message}")
-
-    # ---- mounting page ------------------------------------------------------------------------
-
-    def _mounting_page(self) -> QWidget:
-        from calibration.cli import MOUNTING_PROCEDURE
-
-        page = QWidget()
-        v = QVBoxLayout(page)
-        howto = QLabel(MOUNTING_PROCEDURE.replace("--imu PORT then asks", "Start then asks"))
-        howto.setWordWrap(True)
-        v.addWidget(howto)
-        self.mounting_prompt = QLabel("Strap the IMU to your wrist, then press Start.")
-        self.mounting_prompt.setWordWrap(True)
-        self.mounting_prompt.setStyleSheet("font-size:15px; font-weight:bold;")
-        v.addWidget(self.mounting_prompt)
-        self.mounting_log = QPlainTextEdit()
-        self.mounting_log.setReadOnly(True)
-        v.addWidget(self.mounting_log, 1)
-        row = QHBoxLayout()
-        self.mounting_start = QPushButton("Start")
-        self.mounting_start.clicked.connect(self.start_mounting)
-        self.mounting_start.setEnabled(self._imu() is not None)
-        self.mounting_next = QPushButton("Next")
-        self.mounting_next.setEnabled(False)
-        self.mounting_next.clicked.connect(self.next_arm_pose)
-        row.addWidget(self.mounting_start)
-        row.addWidget(self.mounting_next)
-        row.addStretch(1)
-        v.addLayout(row)
-        return page
+        self.imu_flow.result.setText(f"{name}: accel offset [{fmt(cal.accel_offset)}] g, "
+                                     f"scale [{fmt(cal.accel_scale)}], gyro bias [{fmt(cal.gyro_bias)}] deg/s")
+        return "IMU calibrated. Save the profile, or go on to the mounting and time sync."
 
     def start_mounting(self) -> None:
-        """Run the guided two-pose mounting flow in a worker thread, reading the IMU through the
-        intrinsics calibrated so far (not through an older mounting)."""
-        from calibration.errors import CalibrationError
+        """Run the guided two-pose mounting flow, reading the IMU through the intrinsics calibrated
+        so far (not through an older mounting)."""
         from calibration.guided import run_guided_mounting_calibration
         from calibration.profile import CalibrationProfile, ImuCalibration, ProfileApplier
 
         src = self._imu()
-        if src is None or self._running:
+        if src is None or self._flows_busy():
             return
-        self._running = True
-        self._cancel.clear()
-        self.mounting_start.setEnabled(False)
-        self.mounting_log.clear()
         intrinsics = replace(self.profile.imu.get(src.name) or ImuCalibration(), mounting=None)
         corrected = ProfileApplier(CalibrationProfile(imu={src.name: intrinsics})).wrap(src)
+        self.mounting_flow.start(
+            lambda ask, say: run_guided_mounting_calibration(corrected, ask, say, capture_s=self.capture_s),
+            lambda rotation: self._mounting_calibrated(src.name, rotation), name="mmg-mounting-calibration")
 
-        def ask(prompt: str) -> None:
-            self._next.clear()
-            self.sig.mounting_prompt.emit(prompt.replace(" [Enter]", "").rstrip() + " Then press Next.")
-            while not self._next.wait(0.1):
-                if self._cancel.is_set():
-                    raise CalibrationError("calibration cancelled")
-
-        def work() -> None:
-            try:
-                rotation = run_guided_mounting_calibration(corrected, ask, self.sig.mounting_say.emit,
-                                                           capture_s=self.capture_s)
-            except Exception as exc:  # CalibrationError, DeviceError: one line in the dialog
-                self.sig.mounting_failed.emit(one_line(exc))
-                return
-            self.sig.mounting_done.emit((src.name, rotation))
-
-        threading.Thread(target=work, name="mmg-mounting-calibration", daemon=True).start()
-
-    def next_arm_pose(self) -> None:
-        """The user holds the arm pose: capture it."""
-        self.mounting_next.setEnabled(False)
-        self.mounting_prompt.setText("capturing… keep the arm still")
-        self._next.set()
-
-    def _on_mounting_prompt(self, text: str) -> None:
-        self.mounting_prompt.setText(text)
-        self.mounting_next.setEnabled(True)
-
-    def _on_mounting_done(self, result: tuple[str, Any]) -> None:
+    def _mounting_calibrated(self, name: str, rotation: Any) -> str:
         from calibration.mounting import rotation_angle_deg
         from calibration.profile import ImuCalibration
 
-        name, rotation = result
-        self._running = False
-        self.mounting_start.setEnabled(True)
-        self.mounting_next.setEnabled(False)
         self.profile.imu[name] = replace(self.profile.imu.get(name) or ImuCalibration(), mounting=rotation)
-        self.mounting_prompt.setText(f"Mounting calibrated: the IMU is turned {rotation_angle_deg(rotation):.0f}° "
-                                     "from the model's wrist frame. Save the profile, or go on to time sync.")
-
-    def _on_mounting_failed(self, message: str) -> None:
-        self._running = False
-        self.mounting_start.setEnabled(True)
-        self.mounting_next.setEnabled(False)
-        self.mounting_prompt.setText(f"Mounting calibration failed: {message}")
+        return (f"Mounting calibrated: the IMU is turned {rotation_angle_deg(rotation):.0f}° "
+                "from the model's wrist frame. Save the profile, or go on to time sync.")
 
     # ---- sync page ----------------------------------------------------------------------------
 
@@ -414,5 +282,6 @@ class CalibrationDialog(QDialog):
         return written
 
     def reject(self) -> None:
-        self._cancel.set()
+        self.imu_flow.cancel()
+        self.mounting_flow.cancel()
         super().reject()
