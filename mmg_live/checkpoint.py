@@ -64,6 +64,11 @@ def _state_for_saving(model: MMGModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
+def weights_digest(model: MMGModel) -> str:
+    """SHA-256 of every weight of ``model``: what a checkpoint file stores as ``weights_sha256``."""
+    return _weights_digest(_state_for_saving(model))
+
+
 def save_checkpoint(path: str | os.PathLike, model: MMGModel, training: dict[str, Any] | None = None) -> Path:
     """Write ``model`` atomically to ``path`` (a ``.safetensors`` file); returns the path."""
     path = Path(path)

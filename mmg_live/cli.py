@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from devices.base import host_now
 from mmg_common import one_line
 from mmg_live.device_arguments import add_device_arguments, add_remote_arguments, device_config
+from mmg_live.export.format import BACKENDS
 from mmg_live.live.memory import limit_malloc_arenas
 from mmg_live.live.threads import set_inference_threads
 from mmg_live.options import LiveOptions
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--threads", type=int, default=None, metavar="N",
                      help="torch threads for inference (default: one fewer than the CPU cores torch would use, "
                           "at least 1: capture and pose estimation need the rest)")
+    inf.add_argument("--backend", choices=BACKENDS, default="torch",
+                     help="what runs the model: torch (default) or onnxruntime (its ONNX export, CPU only)")
+    inf.add_argument("--onnx", metavar="DIR", help="with --backend onnxruntime: the export to run "
+                     "(`mmg-export onnx`; default: the checkpoint is exported once into ~/.cache/mmg-live/onnx)")
     inf.add_argument("--publish", metavar="ENDPOINT", nargs="?", const="tcp://127.0.0.1:5556",
                      help="publish predictions over ZeroMQ (default tcp://127.0.0.1:5556)")
     return p
@@ -80,7 +85,7 @@ def live_options(args: argparse.Namespace) -> LiveOptions:
         devices=device_config(args, remote=True), checkpoint=args.checkpoint, device=args.device,
         prototypes=args.prototypes, jsonl=args.jsonl, publish=args.publish, record=args.record,
         video_codec=args.video_codec, calibration=args.calibration, seconds=args.seconds, demo=args.demo,
-        headless=args.headless, stride_s=args.stride,
+        headless=args.headless, stride_s=args.stride, backend=args.backend, onnx_dir=args.onnx,
     )
 
 
@@ -171,7 +176,7 @@ class _Consumers:
                 self.inference = HeadlessInference(
                     options.checkpoint, [o.source for o in built], device=options.device,
                     prototypes=options.prototypes, jsonl=options.jsonl, publish=options.publish,
-                    stride_s=options.stride_s)
+                    stride_s=options.stride_s, backend=options.backend, onnx_dir=options.onnx_dir)
             except (ValueError, OSError, RuntimeError) as exc:
                 raise _SetupFailed(one_line(exc)) from exc
             if self.inference.warning:
@@ -310,6 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--pose-rate must be > 0, got {args.pose_rate:g}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.onnx and args.backend != "onnxruntime":
+        parser.error("--onnx needs --backend onnxruntime")
+    if args.backend == "onnxruntime" and args.device == "cuda":
+        parser.error("--backend onnxruntime runs on the CPU; leave out --device cuda")
     options = live_options(args)
     try:
         if options.demo:

@@ -27,6 +27,8 @@ class LiveOptions:
         demo: the built-in replay with the default model.
         headless: no GUI.
         stride_s: seconds between predictions.
+        backend: ``torch`` or ``onnxruntime`` (the model's ONNX export runs the windows).
+        onnx_dir: the ONNX export to run (None: exported once into the user's cache).
     """
 
     devices: DeviceConfig = field(default_factory=DeviceConfig)
@@ -43,6 +45,8 @@ class LiveOptions:
     demo: bool = False
     headless: bool = False
     stride_s: float = 0.25
+    backend: str = "torch"
+    onnx_dir: str | None = None
 
     @property
     def runs_inference(self) -> bool:

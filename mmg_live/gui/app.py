@@ -27,7 +27,7 @@ def load_model(options: LiveOptions) -> tuple[Any, str | None]:
     from mmg_live.checkpoint import load_checkpoint
 
     try:
-        model, _info = load_checkpoint(path, options.device)
+        model, _info = load_checkpoint(path, "cpu" if options.backend == "onnxruntime" else options.device)
     except (ValueError, OSError, RuntimeError) as exc:
         return None, f"No model: {one_line(exc)}; showing the devices only (no predictions)."
     return model, None

@@ -191,7 +191,8 @@ class LiveSession:
         self.engine = InferenceEngine(self.model, self.buffers.synchronizer, streams, stride_s=self.stride_s,
                                       device=self.model.device, prototypes=bank,
                                       on_prediction=[self._emit_prediction, *self.sinks], on_state=self._emit_state,
-                                      sources=self.buffers.sources)
+                                      sources=self.buffers.sources, backend=self.options.backend,
+                                      onnx_dir=self.options.onnx_dir)
         for m, on in self._enabled.items():
             self.engine.set_enabled(m, on)
         self.engine.start()

@@ -46,8 +46,10 @@ import torch
 
 from devices.base import Source, host_now
 from mmg_common import MODALITIES, one_line
+from mmg_live.export.format import BACKENDS
 from mmg_live.live.buffer import Synchronizer
 from mmg_live.live.memory import release_free_memory
+from mmg_live.live.onnx_runner import runner_for
 from mmg_live.live.prediction import Prediction, PredictionCallback
 from mmg_live.live.smoothing import Smoother, make_smoother
 from mmg_live.live.windowing import LiveWindow, read_window
@@ -85,6 +87,9 @@ class InferenceEngine:
         trim_memory_s: every this many seconds the worker gives the C heap's free pages back to
             the OS (:func:`~mmg_live.live.memory.release_free_memory`, 0.3–7 ms); 0 or None: never.
             Without it RSS wanders by tens of MiB over a session with nothing leaked.
+        backend: ``"torch"`` (default), or ``"onnxruntime"``: the encoders, fusion and classifier
+            run as the ONNX export in ``onnx_dir`` (:mod:`mmg_live.live.onnx_runner`; without
+            ``onnx_dir`` the model is exported once into the user's cache); CPU only.
     """
 
     def __init__(
@@ -104,6 +109,8 @@ class InferenceEngine:
         on_state: Callable[[str, str | None], None] | None = None,
         sources: Mapping[str, Source] | None = None,
         trim_memory_s: float | None = 10.0,
+        backend: str = "torch",
+        onnx_dir: str | None = None,
     ) -> None:
         if not stride_s > 0:
             raise ValueError(f"InferenceEngine: stride_s must be > 0, got {stride_s}")
@@ -116,7 +123,15 @@ class InferenceEngine:
         self.model = model.to(target).eval()
         # what windows run through: on a CPU, faster kernels with the same outputs (bank, checkpoint
         # and fingerprint stay those of self.model)
-        self._runner = cpu_inference_model(self.model) if target.type == "cpu" else self.model
+        if backend not in BACKENDS:
+            raise ValueError(f"InferenceEngine: backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "onnxruntime":
+            if target.type != "cpu":
+                raise ValueError("InferenceEngine: the onnxruntime backend runs on the CPU; use --device cpu")
+            self._runner: Any = runner_for(self.model, onnx_dir, threads=torch.get_num_threads())
+        else:
+            self._runner = cpu_inference_model(self.model) if target.type == "cpu" else self.model
+        self.backend = backend
         self.device = target
         self.sync = synchronizer
         self.streams = dict(streams)
@@ -386,7 +401,7 @@ class InferenceEngine:
         base = None
         readable = [m for m in used if m in self.model.trained.classifier_inputs()]
         if readable:
-            base = self.model.class_probabilities(enc, readable)[0].cpu().numpy()
+            base = self._runner.class_probabilities(enc, readable)[0].cpu().numpy()
         custom = bank.classify(enc, used) if bank is not None and len(bank) else None
         return base, custom
 

@@ -26,8 +26,9 @@ class HeadlessInference:
 
     def __init__(self, checkpoint: str, sources: Sequence[Source], *, device: str = "auto",
                  prototypes: str | None = None, jsonl: str | None = None, publish: str | None = None,
-                 stdout: bool = True, stride_s: float = 0.25) -> None:
-        model, _info = load_checkpoint(checkpoint, device)
+                 stdout: bool = True, stride_s: float = 0.25, backend: str = "torch",
+                 onnx_dir: str | None = None) -> None:
+        model, _info = load_checkpoint(checkpoint, "cpu" if backend == "onnxruntime" else device)
         bank = PrototypeBank.load(prototypes, model) if prototypes else None
         self.sinks: list[Any] = []
         try:
@@ -44,7 +45,7 @@ class HeadlessInference:
         streams = self.buffers.attach(sources)
         self.engine = InferenceEngine(model, self.buffers.synchronizer, streams, stride_s=stride_s,
                                       device=model.device, prototypes=bank, on_prediction=self.sinks,
-                                      sources=self.buffers.sources)
+                                      sources=self.buffers.sources, backend=backend, onnx_dir=onnx_dir)
         # now, before the sources start: a replay's first windows must not wait for it
         self.engine.warm_up()
         usable = self.engine.trained_modalities()

@@ -249,13 +249,20 @@ class MMGModel(nn.Module):
         modalities the classifier was trained on should be passed (``trained.classifier_inputs()``).
         """
         chosen = [m for m in enc.present if modalities is None or m in modalities]
-        log_p = torch.log_softmax(self.classifier(self.fuse(enc, chosen)).float(), dim=-1)
+        return self.probabilities_of(self.fuse(enc, chosen), {m: enc.embeddings[m] for m in chosen},
+                                     {m: enc.present[m] for m in chosen})
+
+    def probabilities_of(self, fused: torch.Tensor, embeddings: Mapping[str, torch.Tensor],
+                         present: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Base-class probabilities ``[B, C]`` of a fused embedding, with (``ensemble``) the unimodal
+        heads of ``embeddings`` where ``present`` (bool ``[B]`` per modality) says they count."""
+        log_p = torch.log_softmax(self.classifier(fused).float(), dim=-1)
         if self.config.classifier != "ensemble":
             return log_p.exp()
         total, count = log_p, torch.ones_like(log_p[:, :1])
-        for m in chosen:
-            weight = enc.present[m].to(log_p.dtype).unsqueeze(1)
-            head = torch.log_softmax(self.unimodal_heads[m](enc.embeddings[m]).float(), dim=-1)
+        for m, embedding in embeddings.items():
+            weight = present[m].to(log_p.dtype).unsqueeze(1)
+            head = torch.log_softmax(self.unimodal_heads[m](embedding).float(), dim=-1)
             total = total + weight * head
             count = count + weight
         return torch.softmax(total / count, dim=-1)

@@ -1,0 +1,1 @@
+"""A trained model in portable forms for small devices (ONNX, run by onnxruntime)."""
