@@ -1,54 +1,23 @@
-"""Data-parallel training over torch.distributed (gloo, 2 CPU processes) matches one process."""
+"""Data-parallel training with DistributedDataParallel: ``torchrun --nproc_per_node 2`` on CPU
+(gloo) matches one process on the same global batch, alignment negatives gathered from both ranks
+(the worker is ``tests/ddp_parity_worker.py``)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from safetensors.torch import load_file
 
-from mmg_live.models.mmg import build_model
-from trainer.stage_config import StageConfig
-from trainer.stages import allreduce_gradients, shard, supervised_loss
+from mmg_live.models.mmg import MMGModel
+from mmg_live.models.registry import get_config
 
-BATCH = 8
-CLASSES = [str(i) for i in range(4)]
-STAGE = StageConfig(name="t", modalities=["imu", "audio"], align_weight=0.0, label_smoothing=0.0)
-
-
-def _data():
-    gen = torch.Generator().manual_seed(0)
-    model = build_model("lite", CLASSES)
-    specs = model.config.specs
-    inputs = {m: torch.randn(BATCH, *specs[m].output_shape(), generator=gen) for m in ("imu", "audio")}
-    present = {"imu": torch.ones(BATCH, dtype=torch.bool),
-               "audio": torch.tensor([True, False] * (BATCH // 2))}
-    labels = torch.randint(0, len(CLASSES), (BATCH,), generator=gen)
-    return inputs, present, labels
-
-
-def _grads(model) -> dict[str, torch.Tensor]:
-    return {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in model.named_parameters()}
-
-
-def _worker(rank: int, world: int, port: int, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = build_model("lite", CLASSES).eval()  # eval: no dropout, BatchNorm on running stats: one function
-    inputs, present, labels = _data()
-    idx = shard(torch.arange(BATCH), rank, world)
-    loss, _ = supervised_loss(model, {m: x[idx] for m, x in inputs.items()},
-                              {m: p[idx] for m, p in present.items()}, labels[idx], STAGE)
-    loss.backward()
-    allreduce_gradients(model, world)
-    if rank == 0:
-        queue.put({k: v.numpy() for k, v in _grads(model).items()})
-    dist.barrier()
-    dist.destroy_process_group()
+WORKER = Path(__file__).with_name("ddp_parity_worker.py")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _free_port() -> int:
@@ -57,28 +26,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_gloo_two_processes_match_single_process_gradients():
+def _run(command: list[str]) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_torchrun_two_ranks_match_one_process_on_the_same_global_batch(tmp_path):
+    _run([sys.executable, str(WORKER), str(tmp_path)])
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+          "--master_port", str(_free_port()), str(WORKER), str(tmp_path)])
+    one, two = load_file(str(tmp_path / "world1.safetensors")), load_file(str(tmp_path / "world2.safetensors"))
+    losses_one, losses_two = one.pop("losses"), two.pop("losses")
+    print(f"\nloss per step, one process {losses_one.tolist()}, two ranks {losses_two.tolist()}; "
+          f"max |weight difference| {max(float((one[k] - two[k]).abs().max()) for k in one):.1e}")
+    assert len(losses_one) == 3
+    torch.testing.assert_close(losses_two, losses_one, atol=1e-5, rtol=1e-5)
+    for name, weight in one.items():
+        torch.testing.assert_close(two[name], weight, atol=1e-5, rtol=1e-4, msg=name)
+    # the steps moved the weights that train (SGD: the step is the averaged gradient itself)
+    sys.path.insert(0, str(WORKER.parent))
+    from ddp_parity_worker import CLASSES, without_dropout
+
     torch.manual_seed(0)
-    model = build_model("lite", CLASSES).eval()  # eval: no dropout, BatchNorm on running stats: one function
-    inputs, present, labels = _data()
-    # One process, the same global batch, as the mean of the two shards' losses.
-    for idx in (shard(torch.arange(BATCH), r, 2) for r in range(2)):
-        loss, _ = supervised_loss(model, {m: x[idx] for m, x in inputs.items()},
-                                  {m: p[idx] for m, p in present.items()}, labels[idx], STAGE)
-        (loss / 2).backward()
-    expected = _grads(model)
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    got = queue.get(timeout=180)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    nonzero = 0
-    for name, value in expected.items():
-        torch.testing.assert_close(torch.from_numpy(got[name]), value, atol=1e-6, rtol=1e-4, msg=name)
-        nonzero += int(value.abs().sum() > 0)
-    assert nonzero > 20  # both encoders, fusion and heads received gradient
+    start = MMGModel(without_dropout(get_config("lite")), CLASSES).state_dict()
+    moved = [k for k in one if not torch.equal(one[k], start[k])]
+    assert any(k.startswith("encoders.imu.backbone") for k in moved)
+    assert any(k.startswith("encoders.audio") for k in moved) and any(k.startswith("fusion.") for k in moved)
+    assert not any(k.startswith("encoders.imu.patch_embed") for k in moved)  # frozen in the worker

@@ -38,7 +38,8 @@ from trainer.optimizer_state import load_optimizer, save_optimizer
 from trainer.recipe import Recipe
 from trainer.run_setup import RunData, prepare_run_data
 from trainer.stage_config import StageConfig
-from trainer.stages import allreduce_gradients, make_optimizer, plan_epoch, run_epoch
+from trainer.distributed import data_parallel
+from trainer.stages import TrainingStep, make_optimizer, plan_epoch, run_epoch
 from trainer.windows import WindowSet
 
 log = logging.getLogger("mmg-train")
@@ -171,6 +172,8 @@ class StageLoop:
         """Train ``stage`` to its last epoch; False when ``max_epochs`` stopped it first."""
         ctx, train_set, seed = self.ctx, self.data.train_set, self.ctx.recipe.seed
         optimizer = make_optimizer(self.model, stage)
+        # after make_optimizer's freezing: DDP syncs the parameters that require grad when made
+        self._step_module: torch.nn.Module = data_parallel(TrainingStep(self.model, ctx.rank, ctx.world), ctx.device)
         start_epoch = self.progress.epoch if index == self.progress.stage else 0
         if start_epoch > 0 and (ctx.out / "optimizer.safetensors").is_file():
             load_optimizer(ctx.out / "optimizer.safetensors", optimizer)
@@ -191,10 +194,10 @@ class StageLoop:
         epoch_seed = ctx.recipe.seed * 100003 + index * 1009 + epoch
         plan = plan_epoch(stage, self.data.train_set, epoch_seed, ctx.rank, ctx.world)
         started = time.time()
-        hook = (lambda: allreduce_gradients(model, ctx.world)) if ctx.world > 1 else None
         step, stats = run_epoch(model, stage, self.data.train_set, plan, optimizer, step,
                                 steps_per_epoch * stage.epochs, steps_per_epoch, epoch_seed, ctx.device,
-                                self._amp, progress=_progress(stage, epoch, len(plan.batches)), grad_hook=hook)
+                                self._amp, progress=_progress(stage, epoch, len(plan.batches)),
+                                step_module=self._step_module)
         record = {"stage": stage.name, "epoch": epoch + 1, "seconds": round(time.time() - started, 1), **stats}
         test_set = self.data.test_set
         if test_set is not None and stage.type == "supervised" and _evaluate_now(ctx.eval_every, epoch, stage.epochs):

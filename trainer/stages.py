@@ -14,6 +14,11 @@ which modalities are fed and which losses are summed:
 
 A ``centre`` stage trains nothing (:mod:`trainer.geometry`). A stage's options are a
 :class:`~trainer.stage_config.StageConfig`; input augmentation is in :mod:`trainer.augment`.
+
+With several ranks (:mod:`trainer.distributed`) a supervised/align step draws its random windows,
+modality dropout and augmentation for the global batch on every rank, then keeps its own share,
+so a run does not depend on how many ranks share it; meta-training gives each rank its own
+episodes.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from mmg_live.models.mmg import MMGModel
 from mmg_live.prototypes import embed
 from trainer.augment import augment_inputs, imu_statistics, pose_spec_of
 from trainer.data.episodes import EpisodeSampler
+from trainer.distributed import gather_rows
 from trainer.losses import alignment_loss, cross_entropy, distillation_loss, prototypical_loss
 from trainer.stage_config import StageConfig
 from trainer.windows import WindowSet
@@ -108,7 +114,10 @@ def supervised_loss(model: MMGModel, inputs: dict[str, torch.Tensor], present: d
                         for student, keep in students if bool(keep.any())]).mean()
     if stage.type == "align" or stage.align_weight > 0:
         weight = 1.0 if stage.type == "align" else stage.align_weight
-        parts["align"] = weight * alignment_loss(enc.embeddings, enc.present, temperature=stage.temperature)
+        # the global batch's negatives: every rank's embeddings, with their gradients
+        parts["align"] = weight * alignment_loss({m: gather_rows(e) for m, e in enc.embeddings.items()},
+                                                 {m: gather_rows(p) for m, p in enc.present.items()},
+                                                 temperature=stage.temperature)
     if not parts:
         raise ValueError(f"stage {stage.name!r}: no loss term is active")
     total = torch.stack(list(parts.values())).sum()
@@ -158,7 +167,8 @@ class EpochPlan:
 
 
 def plan_epoch(stage: StageConfig, data: WindowSet, seed: int, rank: int = 0, world: int = 1) -> EpochPlan:
-    """Shuffled batches (supervised/align) or episodes (meta) for one epoch, sharded by rank."""
+    """Shuffled global batches of ``batch_size`` × ``world`` clips (supervised/align; each step keeps
+    its rank's share, :func:`shard`) or this rank's episodes (meta) for one epoch."""
     gen = torch.Generator().manual_seed(seed)
     if stage.type == "meta":
         labels = episode_labels(data, stage)
@@ -175,7 +185,7 @@ def plan_epoch(stage: StageConfig, data: WindowSet, seed: int, rank: int = 0, wo
     size = stage.batch_size * world
     batches = [order[i:i + size] for i in range(0, len(order), size)]
     batches = [b for b in batches if len(b) >= 2 * world]  # alignment needs ≥ 2 per shard
-    return EpochPlan([shard(b, rank, world) for b in batches])
+    return EpochPlan(batches)
 
 
 def episode_labels(data: WindowSet, stage: StageConfig) -> list[int]:
@@ -214,37 +224,62 @@ def make_optimizer(model: MMGModel, stage: StageConfig) -> torch.optim.Optimizer
     ], lr=stage.lr)
 
 
+class TrainingStep(torch.nn.Module):
+    """One batch's loss as a module's ``forward`` (what DistributedDataParallel syncs the gradients
+    of): ``forward(batch)`` with a plan's item returns ``(loss, stats)``. :meth:`begin_epoch`
+    gives it the stage, the data and the epoch's random generator."""
+
+    def __init__(self, model: MMGModel, rank: int = 0, world: int = 1) -> None:
+        super().__init__()
+        self.model = model
+        self.rank, self.world = rank, world
+        self._epoch: tuple[StageConfig, WindowSet, torch.Generator, Any, torch.device] | None = None
+
+    def begin_epoch(self, stage: StageConfig, data: WindowSet, gen: torch.Generator, device: torch.device) -> None:
+        """What the next ``forward`` calls read."""
+        self._epoch = (stage, data, gen, imu_statistics(self.model), device)
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        if self._epoch is None:
+            raise RuntimeError("TrainingStep: call begin_epoch first")
+        stage, data, gen, imu_stats, device = self._epoch
+        if stage.type == "meta":
+            support_idx, query_idx, pair = batch
+            return meta_loss(self.model, data, support_idx, query_idx, pair, stage, gen, imu_stats)
+        window = torch.randint(0, data.n_windows, (len(batch),), generator=gen)
+        inputs, present = data.batch(batch, window, stage.modalities)
+        present = _modality_dropout(present, stage.modality_dropout, gen)
+        inputs = augment_inputs(inputs, stage.augment, gen, imu_stats, pose_spec_of(self.model))
+        mine = shard(torch.arange(len(batch)), self.rank, self.world)
+        inputs = {m: x[mine].to(device) for m, x in inputs.items()}
+        present = {m: p[mine].to(device) for m, p in present.items()}
+        return supervised_loss(self.model, inputs, present, data.labels[batch[mine]].to(device), stage)
+
+
 def run_epoch(model: MMGModel, stage: StageConfig, data: WindowSet, plan: EpochPlan,
               optimizer: torch.optim.Optimizer, step: int, total_steps: int, steps_per_epoch: int,
               seed: int, device: torch.device, amp: bool = False,
               progress: Callable[[dict[str, float]], None] | None = None,
-              grad_hook: Callable[[], None] | None = None) -> tuple[int, dict[str, float]]:
-    """Train one epoch; returns the new global step and the epoch's mean loss terms."""
+              step_module: torch.nn.Module | None = None) -> tuple[int, dict[str, float]]:
+    """Train one epoch; returns the new global step and the epoch's mean loss terms.
+
+    ``step_module`` runs each batch: a :class:`TrainingStep` of ``model``, possibly in
+    DistributedDataParallel (:func:`trainer.distributed.data_parallel`); default a one-rank one.
+    """
     model.train()
     freeze_batch_statistics(model)
     torch.manual_seed(seed)  # dropout draws from the global RNG: make a resumed epoch identical
-    gen = torch.Generator().manual_seed(seed + 7919)
-    imu_stats = imu_statistics(model)
+    runner = step_module if step_module is not None else TrainingStep(model)
+    training_step = runner.module if isinstance(runner, torch.nn.parallel.DistributedDataParallel) else runner
+    training_step.begin_epoch(stage, data, torch.Generator().manual_seed(seed + 7919), device)
     sums: dict[str, float] = {}
     for batch in plan.batches:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(stage, step, total_steps, steps_per_epoch)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            if stage.type == "meta":
-                support_idx, query_idx, pair = batch
-                loss, stats = meta_loss(model, data, support_idx, query_idx, pair, stage, gen, imu_stats)
-            else:
-                window = torch.randint(0, data.n_windows, (len(batch),), generator=gen)
-                inputs, present = data.batch(batch, window, stage.modalities)
-                present = _modality_dropout(present, stage.modality_dropout, gen)
-                inputs = augment_inputs(inputs, stage.augment, gen, imu_stats, pose_spec_of(model))
-                inputs = {m: x.to(device) for m, x in inputs.items()}
-                present = {m: p.to(device) for m, p in present.items()}
-                loss, stats = supervised_loss(model, inputs, present, data.labels[batch].to(device), stage)
+            loss, stats = runner(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if grad_hook is not None:
-            grad_hook()
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 5.0)
         optimizer.step()
         step += 1
@@ -255,25 +290,3 @@ def run_epoch(model: MMGModel, stage: StageConfig, data: WindowSet, plan: EpochP
             progress(stats)
     n = max(1, len(plan.batches))
     return step, {k: v / n for k, v in sums.items()}
-
-
-def allreduce_gradients(model: MMGModel, world: int) -> None:
-    """Average gradients over ranks (synchronous data parallel, one flat all-reduce).
-
-    Each rank may have used a different subset of parameters (modality dropout, episodes),
-    so every trainable parameter takes part, with zeros where this rank had no gradient.
-    """
-    import torch.distributed as dist
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad.copy_(flat[offset:offset + n].view_as(p))
-        offset += n

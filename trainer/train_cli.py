@@ -2,7 +2,8 @@
 
 Multi-process (CPU or GPU) through torchrun, e.g.
 ``torchrun --nproc_per_node 2 -m trainer.train_cli RECIPE ...``: every rank trains on its share
-of each batch and gradients are averaged with ``torch.distributed`` (gloo on CPU, NCCL on GPU).
+of each global batch in DistributedDataParallel (:mod:`trainer.distributed`; gloo on CPU, NCCL
+on GPU).
 """
 
 from __future__ import annotations
