@@ -63,6 +63,8 @@ class Recipe:
     encoders: list[str] | None = None  # keep only these encoders of the config (None: all)
     fit_stats: bool = True  # normalisation statistics from the training clips
     init: list[InitEntry] = field(default_factory=list)
+    # publishers' pretrained encoders loaded before ``init`` (trainer.pretrained), e.g. ["mvit_b_16x4_k400"]
+    pretrained: list[str] = field(default_factory=list)
     # the data
     modalities: list[str] = field(default_factory=lambda: ["video", "imu"])
     classes: str = "all"  # all, base or novel (the dataset's few-shot class split)

@@ -34,6 +34,7 @@ from mmg_live.models.mmg import MMGModel
 from trainer.evaluate import predict
 from trainer.geometry import estimate_modality_geometry
 from trainer.init_weights import init_from_checkpoints
+from trainer.pretrained import init_from_pretrained
 from trainer.optimizer_state import load_optimizer, save_optimizer
 from trainer.recipe import Recipe
 from trainer.run_setup import RunData, prepare_run_data
@@ -121,6 +122,7 @@ def start_model(ctx: RunContext, data: RunData, resume: bool) -> MMGModel:
     """The model of a new run (weights from the recipe's ``init``) or of a resumed one (``last.safetensors``)."""
     model = MMGModel(data.config, data.class_names).to(ctx.device)
     if not resume:
+        init_from_pretrained(model, ctx.recipe.pretrained)
         init_from_checkpoints(model, ctx.recipe.init)
         return model
     last = ctx.out / "last.safetensors"

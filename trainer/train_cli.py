@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, logs); resumes if present")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, e.g. stages.0.epochs=3 or stages.*.lr=5e-4 (repeatable)")
+    parser.add_argument("--pretrained", action="append", default=[], metavar="NAME",
+                        help="start an encoder from a publisher's pretrained weights (repeatable): "
+                             "mvit_b_16x4_k400 (paper video), ast_audioset (paper audio); see docs/training.md")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mmg_live.models.mmg import select_device
+    from trainer.pretrained import fetch as fetch_pretrained
     from trainer.recipe import load_recipe
     from trainer.run import RunContext, train
 
@@ -63,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         recipe = load_recipe(args.recipe, args.set)
+        recipe.pretrained = list(dict.fromkeys([*recipe.pretrained, *args.pretrained]))
+        for name in recipe.pretrained:  # before any data is read: a missing file fails at once
+            fetch_pretrained(name)
     except (FileNotFoundError, ValueError) as exc:
         print(f"mmg-train: error: {exc}", file=sys.stderr)
         return 2

@@ -45,6 +45,7 @@ class ASTEncoder(nn.Module):
             raise ValueError(f"AST stem must be 'patch' or 'cnn', got {stem!r}")
         self.backbone = TokenTransformer(grid_f * grid_t, dim, depth, heads, mlp_ratio, dropout, pool)
         self.dim = dim
+        self.grid = (grid_f, grid_t)  # tokens along (mel, time)
 
     def forward(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = fbank.transpose(1, 2).unsqueeze(1)  # [B, 1, mels, frames]
